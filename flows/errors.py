@@ -1,0 +1,51 @@
+"""aiship's errors: one base class and one subclass per stage, each message naming the next step."""
+
+
+class AishipError(Exception):
+    """Raised for every failure aiship explains to its user."""
+
+
+class ConfigurationError(AishipError):
+    """Raised when a setting, block or parameter is missing or malformed."""
+
+
+class PlatformError(AishipError):
+    """Raised when a part of the local platform cannot be installed, started or reached."""
+
+
+class AppTestError(AishipError):
+    """Raised when the app's own test suite fails at the requested git ref."""
+
+
+class ModelStoreError(AishipError):
+    """Raised when the model store refuses a request or holds no such model or version."""
+
+
+class ModelNotFoundError(ModelStoreError):
+    """Raised when a model name or version is not published in the store."""
+
+
+class ModelIntegrityError(AishipError):
+    """Raised when a model file's size or sha256 differs from its manifest, or its content is unsafe."""
+
+
+class ImageBuildError(AishipError):
+    """Raised when the Docker build of the app image fails."""
+
+
+class SmokeTestError(AishipError):
+    """Raised when the built container fails its health, version or golden-set checks."""
+
+
+class ImagePushError(AishipError):
+    """Raised when the registry refuses or loses the image push."""
+
+
+class RolloutError(AishipError):
+    """Raised when a rollout fails; carries a reason token and what was restored."""
+
+    def __init__(self, reason: str, message: str, details: str = "") -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.details = details

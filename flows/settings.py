@@ -1,0 +1,85 @@
+"""aiship's non-secret configuration: one pydantic-settings class, read from `AISHIP_*` variables.
+
+Secrets never live here: they live in Prefect blocks, which settings only name.
+Build `Settings()` inside a flow or command, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(BaseModel):
+    """Where one environment (staging, production) runs in the cluster."""
+
+    name: str = Field(description="Environment name, also the Prefect concurrency limit's name.")
+    namespace: str = Field(description="Kubernetes namespace the app is deployed to.")
+    replicas: int = Field(default=2, ge=1, description="Pods of the app in this environment.")
+    node_port: int = Field(ge=16100, le=16199, description="NodePort the app answers on, on 127.0.0.1.")
+
+
+def _default_environments() -> dict[str, Environment]:
+    return {
+        "staging": Environment(name="staging", namespace="aiship-staging", replicas=2, node_port=16180),
+        "production": Environment(name="production", namespace="aiship-production", replicas=2, node_port=16190),
+    }
+
+
+class Settings(BaseSettings):
+    """All of aiship's settings; each field reads `AISHIP_<FIELD>` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AISHIP_", extra="ignore")
+
+    # --- the local platform (local/*.sh read the same variables) ---
+    state_dir: Path = Field(default=REPO_ROOT / ".aiship", description="Pids, logs, generated certificates and kubeconfig of the local platform.")
+    cache_dir: Path = Field(default=Path("/var/cache/aiship"), description="Slow builds kept across checkouts (Kubernetes binaries, base image, wheels), keyed by version.")
+    registry_port: int = Field(default=5000, description="Port of the local registry on 127.0.0.1.")
+    azurite_port: int = Field(default=10000, description="Port of Azurite's blob service on 127.0.0.1.")
+    s3_port: int = Field(default=9000, description="Port of the local S3 server on 127.0.0.1.")
+    prefect_port: int = Field(default=4200, description="Port of the local Prefect server on 127.0.0.1.")
+    kube_api_port: int = Field(default=16443, description="Port of the local kube-apiserver on 127.0.0.1.")
+    webhook_port: int = Field(default=8700, description="Port of the webhook receiver on 127.0.0.1.")
+
+    # --- model store ---
+    model_store: Literal["local", "azure", "s3"] = Field(default="local", description="Which model store to use.")
+    model_store_path: Path = Field(default=REPO_ROOT / ".aiship" / "model-store", description="Root folder of the local model store.")
+    azure_container: str = Field(default="models", description="Blob container holding models/<name>/<version>/.")
+    azure_credentials_block: str = Field(default="azurite", description="Name of the AzureBlobStorageCredentials block.")
+    s3_bucket: str = Field(default="aiship-models", description="S3 bucket holding models/<name>/<version>/.")
+    s3_credentials_block: str = Field(default="local-s3", description="Name of the S3 credentials block.")
+
+    # --- delivery ---
+    app_name: str = Field(default="aiship-app", description="Image repository and Kubernetes app name.")
+    registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
+    registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
+    kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
+    base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
+    environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")
+
+    @property
+    def registry_host(self) -> str:
+        """The registry host[:port] to push to."""
+        return self.registry or f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        """The local Prefect server's API URL."""
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def environment(self, name: str) -> Environment:
+        """The environment called `name`, or a clear error listing the known ones."""
+        from flows.errors import ConfigurationError
+
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigurationError(
+                f"unknown environment {name!r}; known environments: {known} (set AISHIP_ENVIRONMENTS to add one)"
+            ) from None

@@ -1,0 +1,32 @@
+"""Fixtures shared by every test group. Services are never skipped: a missing one fails the test."""
+
+from __future__ import annotations
+
+import os
+
+# Point every Prefect client in the test process at the local server, not an ephemeral one.
+os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+import pytest  # noqa: E402
+
+from flows.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """aiship's settings as the tests' environment defines them."""
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A Docker SDK client for the local dockerd; fails (never skips) when dockerd is not running."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # the SDK raises several types for "no daemon"
+        pytest.fail(f"dockerd is not reachable ({exc}); start it with `aiship local up docker`")
+    yield client
+    client.close()
