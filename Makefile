@@ -21,7 +21,7 @@ demo: setup
 ## test: everything CI runs, slow end-to-end tests included (starts the platform first).
 test: setup
 	$(VENV)/bin/aiship local up
-	$(PY) -m pytest
+	bash .ci/test-suite
 
 up: setup
 	$(VENV)/bin/aiship local up

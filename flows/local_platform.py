@@ -74,15 +74,21 @@ def run_script(part: str, action: str, settings: Settings, *, capture: bool = Fa
         lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("aiship local")]
         raise PlatformError((errors or lines or [f"local/{part}.sh {action} failed"])[-1])
-    if proc.stderr and not capture:
-        pass
     return proc.stdout or ""
 
 
 def up(parts: list[str], settings: Settings) -> None:
-    """Starts the parts in order; stops at the first that fails (what it started, it stopped)."""
+    """Starts the parts in order; stops at the first that fails (what it started, it stopped).
+
+    Then writes the Prefect blocks (credentials) of whatever runs, when the Prefect server runs.
+    """
     for part in check_parts(parts):
         run_script(part, "up", settings)
+    states = {row.part: row.state for row in status(settings)}
+    if states.get("prefect") == "running":
+        from flows.blocks import write_local_blocks
+
+        write_local_blocks(settings)
 
 
 def down(parts: list[str], settings: Settings) -> None:

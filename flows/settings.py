@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     s3_credentials_block: str = Field(default="local-s3", description="Name of the S3 credentials block.")
 
     # --- delivery ---
+    git_repository: str | None = Field(default=None, description="Git repository (URL or path) the app's code is checked out from; defaults to this project's own repository.")
+    app_tests_path: str = Field(default="app/tests", description="Path of the app's own test suite inside its repository.")
     app_name: str = Field(default="aiship-app", description="Image repository and Kubernetes app name.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     def registry_host(self) -> str:
         """The registry host[:port] to push to."""
         return self.registry or f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def git_repository_url(self) -> str:
+        """The git repository to check out the app's code from."""
+        return self.git_repository or str(REPO_ROOT)
 
     @property
     def prefect_api_url(self) -> str:

@@ -1,0 +1,111 @@
+"""The app's dependency wheels, prepared on the host so that `docker build` needs no network.
+
+The wheels of one `app/requirements.txt` are downloaded once into
+`$AISHIP_CACHE_DIR/wheels/<sha256 of the requirements, 16 hex>/` and reused by every build with
+the same requirements. The folder is written under a temporary name and renamed when complete, so
+a half-finished download is never mistaken for a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows.errors import ImageBuildError
+
+logger = logging.getLogger("aiship.wheels")
+
+# The image's interpreter (Debian bookworm's CPython 3.11.2, glibc 2.36), not the host's.
+PYTHON_VERSION = "3.11"
+ABI = "cp311"
+# manylinux tags a glibc-2.36 interpreter accepts; pip takes each --platform literally.
+PLATFORMS = (
+    "manylinux2014_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_34_x86_64",
+)
+REQUIREMENTS_NAME = "requirements.txt"
+COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """A folder of wheels for one requirements file, with that file copied in as requirements.txt."""
+
+    path: Path
+    requirements_sha256: str
+    cache_hit: bool
+    seconds: float
+
+
+def requirements_key(requirements: Path) -> str:
+    """The cache key of a requirements file: 16 hex of the sha256 of its bytes and the target."""
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(f"|{PYTHON_VERSION}|{ABI}|{','.join(PLATFORMS)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def download_command(requirements: Path, dest: Path, python: str = sys.executable) -> list[str]:
+    """The `pip download` command that fetches binary wheels for the image's Python and platform."""
+    cmd = [python, "-m", "pip", "download", "--quiet", "--no-cache-dir", "--only-binary=:all:",
+           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
+    for platform in PLATFORMS:
+        cmd += ["--platform", platform]
+    return [*cmd, "--dest", str(dest), "--requirement", str(requirements)]
+
+
+def prepare_wheels(requirements: Path, cache_dir: Path, timeout: float = 900) -> Wheelhouse:
+    """Returns the wheelhouse for `requirements`, downloading it into `cache_dir/wheels/` if missing.
+
+    Raises ImageBuildError naming pip's last lines when a requirement has no wheel for the image.
+    """
+    import time
+
+    started = time.monotonic()
+    if not requirements.is_file():
+        raise ImageBuildError(f"{requirements} not found; the app must pin its dependencies in app/requirements.txt")
+    key = requirements_key(requirements)
+    target = cache_dir / "wheels" / key
+    if (target / COMPLETE_MARKER).is_file():
+        return Wheelhouse(target, key, True, time.monotonic() - started)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".tmp", dir=target.parent))
+    try:
+        # A constraint file in the host's pip config would cap versions meant for the image.
+        env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
+        env["PIP_CONFIG_FILE"] = os.devnull
+        env.setdefault("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
+        proc = subprocess.run(download_command(requirements, tmp), capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+            raise ImageBuildError(
+                f"pip download of {requirements} for CPython {PYTHON_VERSION} manylinux failed "
+                f"(exit {proc.returncode}):\n{tail}\nPin versions that publish cp311 manylinux wheels"
+            )
+        shutil.copyfile(requirements, tmp / REQUIREMENTS_NAME)
+        (tmp / COMPLETE_MARKER).write_text(key + "\n")
+        _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("wheels for %s prepared in %s", requirements, target)
+    return Wheelhouse(target, key, False, time.monotonic() - started)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Renames the finished folder into place; a concurrent writer that won the race is kept."""
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not (target / COMPLETE_MARKER).is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The Prefect server (SQLite) on 127.0.0.1, a process work pool `aiship-local` and one worker for it.
+#
+#   local/prefect.sh up|down|status
+#
+# The `prefect` command comes from the project's venv (lib.sh puts it first on PATH); the worker
+# runs flows with that same venv's python.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PORT="${AISHIP_PREFECT_PORT:-4200}"
+POOL="aiship-local"
+WORKER_NAME="aiship-local-worker"
+SERVER_PID="$PART_DIR/server.pid"
+WORKER_PID="$PART_DIR/worker.pid"
+ADDRESS="http://127.0.0.1:$PORT"
+KEY_FILE="$PART_DIR/encryption.key"
+
+# Everything Prefect writes (SQLite database, profiles, local result storage) stays in the state folder.
+export PREFECT_HOME="$PART_DIR/home"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_API_URL="$ADDRESS/api"
+# The worker asks for scheduled runs every 2 s instead of 10 s, so that an event starts its run
+# within the 5 s aiship promises; heartbeats every 10 s keep the worker's ONLINE status fresh.
+export PREFECT_WORKER_QUERY_SECONDS=2
+export PREFECT_WORKER_HEARTBEAT_SECONDS=10
+unset PREFECT_PROFILE
+
+prefect_version() { python -c 'import importlib.metadata as m; print("prefect", m.version("prefect"))' 2>/dev/null || echo -; }
+
+# The key that encrypts block secrets in the database. Without it, Prefect keeps its key in the
+# same SQLite file as the secrets it protects. Generated once; mode 600; only the server sees it.
+encryption_key() {
+    if [[ ! -s "$KEY_FILE" ]]; then
+        (umask 077 && python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' >"$KEY_FILE.tmp")
+        mv "$KEY_FILE.tmp" "$KEY_FILE"
+    fi
+    chmod 600 "$KEY_FILE"
+    cat "$KEY_FILE"
+}
+
+healthy() { python -c 'import httpx,sys; sys.exit(httpx.get(sys.argv[1], timeout=2).status_code != 200)' "$ADDRESS/api/health"; }
+
+# worker_online: the server lists our worker as ONLINE in the pool (it has sent a heartbeat).
+worker_online() {
+    python - "$ADDRESS/api" "$POOL" "$WORKER_NAME" <<'PY'
+import sys, httpx
+api, pool, name = sys.argv[1:]
+r = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=3)
+r.raise_for_status()
+sys.exit(0 if any(w["name"] == name and w["status"] == "ONLINE" for w in r.json()) else 1)
+PY
+}
+
+# ensure_pool: creates the process work pool when it is missing; an existing one is left as it
+# is (its base job template may have been tuned since).
+ensure_pool() {
+    python - "$POOL" <<'PY' >>"$PART_DIR/pool.log" 2>&1 || die "could not create the work pool $POOL (log: $PART_DIR/pool.log); check the server log $PART_DIR/server.log"
+import asyncio, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+async def main(name: str) -> None:
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+            return
+        except ObjectNotFound:
+            pass
+        template = ProcessWorker.get_default_base_job_template()
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+            print(f"created work pool {name}")
+        except ObjectAlreadyExists:
+            pass
+
+asyncio.run(main(sys.argv[1]))
+PY
+}
+
+start_server() {
+    [[ -n "$(pid_of "$SERVER_PID")" ]] && return 0
+    require_port_free "$PORT" AISHIP_PREFECT_PORT
+    command -v prefect >/dev/null || die "the prefect command is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
+    mkdir -p "$PREFECT_HOME"
+    PREFECT_SERVER_ENCRYPTION_KEY="$(encryption_key)" start_bg server \
+        prefect server start --host 127.0.0.1 --port "$PORT"
+    wait_ready 120 "Prefect server on 127.0.0.1:$PORT" healthy
+}
+
+start_worker() {
+    [[ -n "$(pid_of "$WORKER_PID")" ]] && return 0
+    ensure_pool
+    # Flows run from the repository root, where prefect.yaml and the flows package live.
+    (cd "$AISHIP_ROOT" && start_bg worker prefect worker start --pool "$POOL" --name "$WORKER_NAME")
+    wait_ready 60 "Prefect worker $WORKER_NAME" worker_online
+}
+
+part_up() {
+    if [[ -n "$(pid_of "$SERVER_PID")" && -n "$(pid_of "$WORKER_PID")" ]]; then
+        log "already running (server pid $(pid_of "$SERVER_PID"), worker pid $(pid_of "$WORKER_PID"))"; return 0
+    fi
+    start_server
+    start_worker
+    log "ready at $ADDRESS (work pool $POOL, worker $WORKER_NAME)"
+}
+
+part_down() {
+    stop_pidfile "$WORKER_PID"
+    stop_pidfile "$SERVER_PID"
+}
+
+part_status() {
+    local pid
+    pid="$(pid_of "$SERVER_PID")"
+    if [[ -n "$pid" ]]; then status_line running "$ADDRESS" "$pid" "$(prefect_version)"
+    else status_line stopped "$ADDRESS" "" "$(prefect_version)"; fi
+}
+
+dispatch "$@"
