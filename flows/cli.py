@@ -74,6 +74,79 @@ def print_status(rows, settings: Settings) -> None:
 
 # --- aiship model ... (the model store's commands) ---
 
+from pathlib import Path  # noqa: E402  (kept inside this section, which H5 owns)
+
+model_app = typer.Typer(help="The model store: publish, list and show model versions.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="local, azure or s3 (default: AISHIP_MODEL_STORE, else local).")
+]
+
+
+@model_app.command("publish")
+def model_publish(
+    path: Annotated[Path, typer.Argument(help="Folder holding model.skops and model.json (from app/train.py).")],
+    name: Annotated[str, typer.Option("--name", help="Model name: lowercase letters, digits, '-'.")],
+    store: StoreOpt = None,
+) -> None:
+    """Publish PATH as the next version of NAME, then emit aiship.model.registered."""
+    from flows import events
+    from flows.model_store import get_store
+
+    try:
+        ref = get_store(Settings(), store).publish(path, name)
+    except AishipError as exc:
+        fail(exc)
+    typer.echo(f"published {ref.name}:{ref.version} sha256:{ref.sha256} ({ref.size} bytes) at {ref.uri}")
+    available, where = events.prefect_api_status()
+    if not available:
+        typer.echo(f"event {events.MODEL_REGISTERED} not emitted: {where}")
+        return
+    sent = events.emit_model_registered(ref)
+    if sent is None:
+        typer.echo(f"event {events.MODEL_REGISTERED} not emitted: Prefect's events client is disabled here")
+    else:
+        typer.echo(f"event {events.MODEL_REGISTERED} emitted to {where} (resource {sent.resource.id}, id {sent.id})")
+
+
+@model_app.command("list")
+def model_list(name: Annotated[str, typer.Argument(help="Model name.")], store: StoreOpt = None) -> None:
+    """List the published versions of NAME, oldest first."""
+    from flows.model_store import get_store
+
+    try:
+        model_store = get_store(Settings(), store)
+        versions = model_store.versions(name)
+        refs = [model_store.resolve(name, v) for v in versions]
+    except AishipError as exc:
+        fail(exc)
+    if not refs:
+        typer.echo(f"model {name!r} has no published version; publish one with `aiship model publish DIR --name {name}`")
+        return
+    for ref in refs:
+        m = ref.manifest
+        typer.echo(f"{ref.version}\tsha256:{ref.sha256}\t{ref.size}\t{m.published_at.isoformat()}\t{m.publisher}")
+
+
+@model_app.command("show")
+def model_show(
+    spec: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="Model name, optionally :VERSION (default newest).")],
+    store: StoreOpt = None,
+) -> None:
+    """Print the manifest of NAME's newest version, or of NAME:VERSION, as JSON."""
+    from flows.model_store import get_store
+
+    name, _, version_text = spec.partition(":")
+    if version_text and not version_text.isdigit():
+        fail(AishipError(f"version in {spec!r} must be a positive integer, e.g. {name}:3"))
+    try:
+        ref = get_store(Settings(), store).resolve(name, int(version_text) if version_text else None)
+    except AishipError as exc:
+        fail(exc)
+    typer.echo(ref.manifest.to_json().rstrip())
+    typer.echo(f"# uri: {ref.uri}", err=True)
+
+
 
 def main() -> None:
     """Entry point of the `aiship` console script."""

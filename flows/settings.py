@@ -22,6 +22,7 @@ class Environment(BaseModel):
     namespace: str = Field(description="Kubernetes namespace the app is deployed to.")
     replicas: int = Field(default=2, ge=1, description="Pods of the app in this environment.")
     node_port: int = Field(ge=16100, le=16199, description="NodePort the app answers on, on 127.0.0.1.")
+    app_env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables the app gets in this environment (the Deployment's env; AISHIP_APP_ENVIRONMENT is always set).")
 
 
 def _default_environments() -> dict[str, Environment]:
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     kube_api_port: int = Field(default=16443, description="Port of the local kube-apiserver on 127.0.0.1.")
     webhook_port: int = Field(default=8700, description="Port of the webhook receiver on 127.0.0.1.")
 
+    # --- the webhook receiver (flows/webhooks.py) ---
+    webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks and the Event Grid key.")
+    webhook_branch: str = Field(default="refs/heads/main", description="Refs whose pushes are delivered: comma-separated refs or globs (refs/heads/release-*).")
+    webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest webhook body accepted; larger ones get 413.")
+
     # --- model store ---
     model_store: Literal["local", "azure", "s3"] = Field(default="local", description="Which model store to use.")
     model_store_path: Path = Field(default=REPO_ROOT / ".aiship" / "model-store", description="Root folder of the local model store.")
@@ -63,6 +69,8 @@ class Settings(BaseSettings):
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
     base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
     environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")
+    rollout_progress_deadline_seconds: int = Field(default=90, ge=10, description="The Deployment's progressDeadlineSeconds: a rollout making no progress that long is rolled back.")
+    rollout_min_ready_seconds: int = Field(default=5, ge=0, description="The Deployment's minReadySeconds: how long a new pod must stay ready before an old one leaves.")
 
     @property
     def registry_host(self) -> str:

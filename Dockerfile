@@ -1,0 +1,46 @@
+# The aiship app image. Layers run from least to most often changed, so that a model-only change
+# rebuilds (and pushes) only the last layer, and a code-only change leaves the dependencies alone:
+#   base image -> dependencies (venv from host-prepared wheels) -> app code -> git SHA -> model.
+# The build needs no network: flows/wheels.py downloads the wheels on the host into wheels/, and
+# flows/image.py puts wheels/ and the fetched model (model/) into the build context.
+ARG BASE_IMAGE=aiship/base:bookworm-py311
+
+# ---- dependencies, in their own stage so the wheels never reach the final image (no BuildKit
+# here, so no RUN --mount: a COPY of the wheels in the final stage would stay in a layer).
+FROM ${BASE_IMAGE} AS deps
+COPY wheels/ /wheels/
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
+        --disable-pip-version-check -r /wheels/requirements.txt \
+ && find /opt/venv -name __pycache__ -prune -o -name '*.pyc' -delete
+
+# ---- the app image
+FROM ${BASE_IMAGE}
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+RUN echo 'app:x:10001:10001:aiship app:/srv:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'app:x:10001:' >> /etc/group \
+ && mkdir -p /srv /opt/model /tmp/metrics \
+ && chown 10001:10001 /tmp/metrics
+COPY --from=deps /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    VIRTUAL_ENV=/opt/venv \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
+    AISHIP_APP_MODEL_DIR=/opt/model
+WORKDIR /srv
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+USER 10001:10001
+CMD ["gunicorn", "--config", "app/gunicorn.conf.py", "app:create_app()"]
+
+# ---- app code: changes with every commit
+COPY app/ /srv/app/
+# Declared after the code so that a new SHA never invalidates the dependency layers above.
+ARG GIT_SHA=unknown
+ENV AISHIP_APP_GIT_SHA=${GIT_SHA}
+
+# ---- the model, last: a model-only change rebuilds this one layer (labels are metadata only).
+COPY model/ /opt/model/

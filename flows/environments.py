@@ -1,0 +1,250 @@
+"""What serves where: read from the annotations of each environment's Deployment, never from memory.
+
+A rollout writes `io.aiship/*` annotations (git SHA, model name/version/sha256, digest) on the
+Deployment and on its pod template; the ReplicaSets Kubernetes keeps for a Deployment carry the
+older pod templates, so they also answer "what served before" (newest first) for a rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.errors import ConfigurationError, PlatformError, RolloutError
+from flows.settings import Environment, Settings
+
+ANNOTATION_PREFIX = "io.aiship/"
+GIT_SHA = "io.aiship/git-sha"
+MODEL_NAME = "io.aiship/model-name"
+MODEL_VERSION = "io.aiship/model-version"
+MODEL_SHA256 = "io.aiship/model-sha256"
+DIGEST = "io.aiship/digest"
+DEPLOYED_AT = "io.aiship/deployed-at"  # on the Deployment only: the pod template stays identical across re-deliveries
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def require_pinned(ref: str) -> str:
+    """Returns `ref` when it names an image by digest (`repo@sha256:…`), else raises RolloutError."""
+    if not isinstance(ref, str) or "@sha256:" not in ref or len(ref.rsplit("@sha256:", 1)[1]) != 64:
+        raise RolloutError(
+            "ImageNotPinned",
+            f"image reference {ref!r} is not pinned by digest: expected repo@sha256:<64 hex>; "
+            "roll out the reference the push reported (PushedImage.ref), never a tag",
+        )
+    return ref
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """What a rollout puts in an environment: the image by digest and what went into it."""
+
+    ref: str  # repo@sha256:<64 hex>
+    git_sha: str
+    model_name: str
+    model_version: int
+    model_sha256: str
+
+    def __post_init__(self) -> None:
+        require_pinned(self.ref)
+
+    @property
+    def digest(self) -> str:
+        """`sha256:<64 hex>`, the part of the reference that pins the image."""
+        return self.ref.rsplit("@", 1)[1]
+
+    def annotations(self) -> dict[str, str]:
+        """The pod template's `io.aiship/*` annotations (annotation values are strings)."""
+        return {
+            GIT_SHA: self.git_sha,
+            MODEL_NAME: self.model_name,
+            MODEL_VERSION: str(self.model_version),
+            MODEL_SHA256: self.model_sha256,
+            DIGEST: self.digest,
+        }
+
+    @classmethod
+    def from_pushed(cls, pushed: Any, git_sha: str, model_name: str, model_version: int, model_sha256: str) -> ReleaseInfo:
+        """Builds a release from anything with a `.ref` (flows.registry.PushedImage) and the model's facts."""
+        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256)
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    """What one Deployment serves (or served, for an older ReplicaSet), and where it answers."""
+
+    environment: str
+    namespace: str
+    image: str
+    digest: str
+    git_sha: str
+    model_name: str
+    model_version: int | None
+    model_sha256: str
+    deployed_at: str
+    replicas_ready: int
+    replicas_desired: int
+    address: str
+
+
+def parse_annotations(annotations: dict[str, str] | None, image: str) -> dict[str, Any]:
+    """The release fields from `io.aiship/*` annotations; a missing one is '' (the digest falls back to the image's)."""
+    ann = annotations or {}
+    version = ann.get(MODEL_VERSION, "")
+    digest = ann.get(DIGEST) or (image.rsplit("@", 1)[1] if "@sha256:" in image else "")
+    return {
+        "image": image,
+        "digest": digest,
+        "git_sha": ann.get(GIT_SHA, ""),
+        "model_name": ann.get(MODEL_NAME, ""),
+        "model_version": int(version) if version.isdigit() else None,
+        "model_sha256": ann.get(MODEL_SHA256, ""),
+        "deployed_at": ann.get(DEPLOYED_AT, ""),
+    }
+
+
+def app_image(template: dict[str, Any]) -> str:
+    """The image of the `app` container (else the first container) of a pod template dict."""
+    containers = template.get("spec", {}).get("containers") or [{}]
+    app = next((c for c in containers if c.get("name") == "app"), containers[0])
+    return app.get("image", "")
+
+
+def address(environment: Environment) -> str:
+    """Where an environment's app answers on this machine."""
+    return f"http://127.0.0.1:{environment.node_port}"
+
+
+def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
+    """A synchronous `kubernetes.client.ApiClient` from a kubeconfig file, or else the KubernetesCredentials block."""
+    from kubernetes import config as kube_config
+
+    if kubeconfig is not None:
+        return kube_config.new_client_from_config(config_file=str(kubeconfig))
+    from prefect_kubernetes.credentials import KubernetesCredentials
+
+    name = settings.kubernetes_credentials_block
+    try:
+        block = KubernetesCredentials.load(name, _sync=True)
+    except ValueError as exc:  # Prefect's "Unable to find block document named …"
+        raise ConfigurationError(
+            f"no KubernetesCredentials block named {name!r}: {exc}; write the local blocks with `aiship local up` "
+            "(or set AISHIP_KUBERNETES_CREDENTIALS_BLOCK)"
+        ) from exc
+    except Exception as exc:
+        raise PlatformError(
+            f"cannot load the KubernetesCredentials block {name!r} from Prefect ({type(exc).__name__}: {exc}); "
+            "is the Prefect server running? `aiship local up prefect`"
+        ) from exc
+    if block.cluster_config is None:
+        raise ConfigurationError(f"the KubernetesCredentials block {name!r} has no cluster_config; re-create it from a kubeconfig")
+    cluster = block.cluster_config
+    return kube_config.new_client_from_config_dict(config_dict=cluster.config, context=cluster.context_name)
+
+
+def _api_call(what: str, fn):
+    """Runs one API read with transient retries; a refused connection becomes a PlatformError naming the next step."""
+    from flows.retry import call_with_retries, is_transient
+
+    try:
+        return call_with_retries(fn, what=what)
+    except Exception as exc:
+        if is_transient(exc):
+            raise PlatformError(f"{what}: the Kubernetes API does not answer ({type(exc).__name__}); "
+                                "is the cluster running? `aiship local status kubernetes`") from exc
+        raise
+
+
+def serving_version(api_client, environment: Environment, app_name: str) -> ServingVersion | None:
+    """What serves in `environment` now, or None when nothing does (no Deployment, or scaled to zero)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    apps = client.AppsV1Api(api_client)
+    try:
+        found = _api_call(f"read Deployment {environment.namespace}/{app_name}",
+                          lambda: apps.read_namespaced_deployment(app_name, environment.namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    deployment = api_client.sanitize_for_serialization(found)
+    desired = deployment["spec"].get("replicas", 0)
+    if desired == 0:
+        return None
+    fields = parse_annotations(deployment["metadata"].get("annotations"), app_image(deployment["spec"]["template"]))
+    ready = (deployment.get("status") or {}).get("readyReplicas", 0)
+    return ServingVersion(environment.name, environment.namespace, replicas_ready=ready, replicas_desired=desired,
+                          address=address(environment), **fields)
+
+
+def serving(settings: Settings, api_client, names: list[str] | None = None) -> dict[str, ServingVersion | None]:
+    """What serves in each environment (all of them, or `names`), by environment name."""
+    envs = [settings.environment(n) for n in names] if names else list(settings.environments.values())
+    return {env.name: serving_version(api_client, env, settings.app_name) for env in envs}
+
+
+def previous_releases(api_client, environment: Environment, app_name: str) -> list[ServingVersion]:
+    """Releases that served before in `environment`, newest first, one per digest, the serving one excluded.
+
+    Read from the Deployment's ReplicaSets (their pod templates keep the annotations); the
+    `rollback` flow picks a digest here and re-applies that ReplicaSet's template.
+    """
+    now = serving_version(api_client, environment, app_name)
+    seen = {now.digest} if now else set()
+    releases = []
+    for rs in replica_sets(api_client, environment.namespace, app_name):
+        template = rs["spec"]["template"]
+        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template))
+        if not fields["digest"] or fields["digest"] in seen:
+            continue
+        seen.add(fields["digest"])
+        fields["deployed_at"] = rs["metadata"].get("creationTimestamp", "")
+        releases.append(ServingVersion(environment.name, environment.namespace, replicas_ready=0, replicas_desired=0,
+                                       address=address(environment), **fields))
+    return releases
+
+
+def previous_digests(api_client, environment: Environment, app_name: str) -> list[str]:
+    """Digests that served before in `environment`, newest first (for a rollback)."""
+    return [r.digest for r in previous_releases(api_client, environment, app_name)]
+
+
+def replica_sets(api_client, namespace: str, app_name: str) -> list[dict[str, Any]]:
+    """The ReplicaSets owned by the app's Deployment, as dicts, newest revision first."""
+    from kubernetes import client
+
+    found = _api_call(f"list ReplicaSets in {namespace}", lambda: client.AppsV1Api(api_client).list_namespaced_replica_set(
+        namespace, label_selector=f"app.kubernetes.io/name={app_name}"))
+    owned = []
+    for rs in api_client.sanitize_for_serialization(found)["items"]:
+        owners = rs["metadata"].get("ownerReferences") or []
+        if any(o.get("kind") == "Deployment" and o.get("name") == app_name for o in owners):
+            owned.append(rs)
+    return sorted(owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, "0")), reverse=True)
+
+
+def serving_markdown(table: dict[str, ServingVersion | None]) -> str:
+    """The "what serves where" table as Markdown, for a Prefect artifact."""
+    lines = ["| environment | git SHA | model | version | model sha256 | digest | deployed at | ready | address |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in table.items():
+        if v is None:
+            lines.append(f"| {name} | — | — | — | — | nothing serves | — | 0 | — |")
+            continue
+        lines.append(f"| {name} | `{v.git_sha[:12]}` | {v.model_name} | {v.model_version} | `{v.model_sha256[:12]}` | "
+                     f"`{v.digest}` | {v.deployed_at} | {v.replicas_ready}/{v.replicas_desired} | {v.address} |")
+    return "\n".join(lines)
+
+
+def status_lines(table: dict[str, ServingVersion | None]) -> list[str]:
+    """The "what serves where" table as aligned text lines, for `aiship status`."""
+    rows = [("ENVIRONMENT", "DIGEST", "GIT SHA", "MODEL", "READY", "DEPLOYED AT", "ADDRESS")]
+    for name, v in table.items():
+        if v is None:
+            rows.append((name, "(nothing serves)", "-", "-", "0/0", "-", "-"))
+        else:
+            rows.append((name, v.digest, v.git_sha[:12] or "-", f"{v.model_name} v{v.model_version}",
+                         f"{v.replicas_ready}/{v.replicas_desired}", v.deployed_at or "-", v.address))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -1,0 +1,357 @@
+"""Stage 2: build the app image with the Docker SDK — base, dependencies, code, and the model last.
+
+The build context is assembled from three places: the checked-out source tree (filtered by its
+`.dockerignore`), the wheelhouse prepared on the host (`wheels/`), and the fetched model
+(`model/`). It is streamed to dockerd as a tar written on the fly, so the model's bytes are read
+once and never copied to a temporary folder or tar file first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prefect import task
+
+from flows.errors import ImageBuildError
+from flows.retry import retry_condition
+
+logger = logging.getLogger("aiship.image")
+
+MODEL_DIR = "model"
+WHEELS_DIR = "wheels"
+LABEL_MODEL_NAME = "io.aiship.model.name"
+LABEL_MODEL_VERSION = "io.aiship.model.version"
+LABEL_MODEL_SHA256 = "io.aiship.model.sha256"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_CREATED = "org.opencontainers.image.created"
+LABEL_SOURCE = "org.opencontainers.image.source"
+LABEL_VERSION = "org.opencontainers.image.version"
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the image needs to know about the fetched model (taken from a FetchedModel)."""
+
+    name: str
+    version: int
+    sha256: str
+    model_file: Path
+    manifest_file: Path
+
+    @classmethod
+    def from_fetched(cls, fetched: Any) -> ModelInputs:
+        """From a `flows.model_store.FetchedModel` (ref + path + manifest_path)."""
+        ref = fetched.ref
+        return cls(ref.name, int(ref.version), ref.sha256, Path(fetched.path), Path(fetched.manifest_path))
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image built locally and tagged, not yet pushed: its digest is only known after the push."""
+
+    image_id: str
+    tag: str
+    labels: dict[str, str]
+    git_sha: str
+    model_name: str
+    model_version: int
+    model_sha256: str
+    size_bytes: int
+    seconds: float
+    steps_cached: int
+    steps_run: int
+    build_log_tail: tuple[str, ...] = field(default=(), repr=False)
+
+
+# ---------------------------------------------------------------- pure parts: tag and labels
+
+
+def image_version(git_sha: str, model_name: str, model_version: int) -> str:
+    """`<gitsha12>-<model>-v<version>`: the tag and the OCI version label."""
+    return f"{git_sha[:12]}-{model_name}-v{model_version}"
+
+
+def image_tag(registry: str, app_name: str, git_sha: str, model_name: str, model_version: int) -> str:
+    """`<registry>/<app>:<gitsha12>-<model>-v<version>`, refusing inputs that make an invalid tag."""
+    if not re.fullmatch(r"[0-9a-f]{12,64}", git_sha):
+        raise ImageBuildError(f"git SHA {git_sha!r} is not hex; pass the full commit SHA of the source tree")
+    version = image_version(git_sha, model_name, model_version)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", version):
+        raise ImageBuildError(f"image tag {version!r} is not a valid Docker tag; rename the model")
+    return f"{registry.rstrip('/')}/{app_name}:{version}"
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timezone-aware time as RFC 3339 in UTC (`2024-05-01T12:00:00Z`); naive times are refused."""
+    if moment.tzinfo is None:
+        raise ImageBuildError(f"commit time {moment.isoformat()} has no timezone; read it with git's %cI")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_labels(git_sha: str, committed_at: datetime, repo_url: str, model: ModelInputs) -> dict[str, str]:
+    """The image's labels. `created` is the commit's time, so the same inputs give the same labels."""
+    return {
+        LABEL_REVISION: git_sha,
+        LABEL_CREATED: rfc3339(committed_at),
+        LABEL_SOURCE: repo_url,
+        LABEL_VERSION: image_version(git_sha, model.name, model.version),
+        LABEL_MODEL_NAME: model.name,
+        LABEL_MODEL_VERSION: str(model.version),
+        LABEL_MODEL_SHA256: model.sha256,
+    }
+
+
+# ---------------------------------------------------------------- the build context
+
+
+def context_members(source_dir: Path, wheels_dir: Path, model: ModelInputs) -> list[tuple[str, Path]]:
+    """(name in the context, file on disk) for every file of the build context, sorted by name.
+
+    The source tree is filtered by its `.dockerignore`; `wheels/` and `model/` are added whole.
+    """
+    from docker.utils.build import exclude_paths
+
+    ignore = source_dir / ".dockerignore"
+    patterns = [p for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] if ignore.exists() else []
+    members: dict[str, Path] = {}
+    for rel in exclude_paths(str(source_dir), patterns):
+        path = source_dir / rel
+        if path.is_file() and not rel.startswith((f"{WHEELS_DIR}/", f"{MODEL_DIR}/")):
+            members[rel] = path
+    if "Dockerfile" not in members:
+        raise ImageBuildError(f"no Dockerfile in {source_dir} (or .dockerignore excludes it); commit one at the repo root")
+    for wheel in sorted(wheels_dir.iterdir()):
+        if wheel.is_file() and not wheel.name.startswith("."):
+            members[f"{WHEELS_DIR}/{wheel.name}"] = wheel
+    members[f"{MODEL_DIR}/{model.model_file.name}"] = model.model_file
+    members[f"{MODEL_DIR}/manifest.json"] = model.manifest_file
+    return sorted(members.items())
+
+
+def _tar_info(name: str, path: Path) -> tarfile.TarInfo:
+    # Owner and times fixed: the classic builder's cache ignores them, but a stable tar is easier to debug.
+    info = tarfile.TarInfo(name)
+    info.size = path.stat().st_size
+    info.mode = 0o644
+    info.mtime = 0
+    return info
+
+
+def write_context(members: list[tuple[str, Path]], out: BinaryIO) -> int:
+    """Writes the members as an uncompressed tar stream to `out`; returns the bytes of file data."""
+    total = 0
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in members:
+            info = _tar_info(name, path)
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+            total += info.size
+    return total
+
+
+def stream_context(members: list[tuple[str, Path]]) -> tuple[BinaryIO, threading.Thread, list[BaseException]]:
+    """A pipe the tar is written into by a thread while dockerd reads it (no temporary tar file)."""
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as out:
+                write_context(members, out)
+        except BaseException as exc:  # reported by build(); the reader sees a truncated tar
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer, name="aiship-build-context", daemon=True)
+    thread.start()
+    return os.fdopen(read_fd, "rb"), thread, errors
+
+
+def link_context(members: list[tuple[str, Path]], dest: Path) -> Path:
+    """The alternative to streaming: a folder of hard links (copies across file systems)."""
+    import shutil
+
+    for name, path in members:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+    return dest
+
+
+# ---------------------------------------------------------------- the build stream
+
+
+@dataclass
+class BuildProgress:
+    """What the daemon's build stream said so far: steps, cache hits, image id, error."""
+
+    step: str = ""
+    steps: int = 0
+    cached: int = 0
+    image_id: str = ""
+    error: str = ""
+    tail: list[str] = field(default_factory=list)
+
+    def feed(self, chunk: dict[str, Any]) -> str | None:
+        """Takes one decoded stream chunk; returns its text line for the log, if it has one."""
+        if "error" in chunk or "errorDetail" in chunk:
+            self.error = (chunk.get("errorDetail") or {}).get("message") or str(chunk.get("error", "")).strip()
+            return f"ERROR: {self.error}"
+        if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
+            self.image_id = chunk["aux"]["ID"]
+            return None
+        line = str(chunk.get("stream", chunk.get("status", ""))).rstrip()
+        if not line.strip():
+            return None
+        match = _STEP.match(line.strip())
+        if match:
+            self.step, self.steps = line.strip(), self.steps + 1
+        elif line.strip() == "---> Using cache":
+            self.cached += 1
+        elif line.startswith("Successfully built ") and not self.image_id:
+            self.image_id = "sha256:" + line.split()[-1] if len(line.split()[-1]) == 64 else line.split()[-1]
+        self.tail = (self.tail + [line])[-30:]
+        return line
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # outside a flow or task run: Prefect raises MissingContextError
+        return logger
+
+
+def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: dict[str, str],
+              buildargs: dict[str, str], timeout: int = 1800) -> BuildProgress:
+    """Streams the context to dockerd, every line to the run logger; raises ImageBuildError on error."""
+    import docker.errors
+    import requests.exceptions
+
+    log = _run_logger()
+    progress = BuildProgress()
+    reader, writer, writer_errors = stream_context(members)
+    try:
+        chunks = client.api.build(fileobj=reader, custom_context=True, tag=tag, labels=labels,
+                                  buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout)
+        for chunk in chunks:
+            line = progress.feed(chunk)
+            if line:
+                log.info("docker build: %s", line)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise ImageBuildError(
+            f"docker build of {tag} failed at {progress.step or 'the context upload'}: {exc}; is Docker running?"
+        ) from exc
+    finally:
+        reader.close()
+        writer.join(timeout=30)
+    if writer_errors and not progress.error:
+        raise ImageBuildError(f"writing the build context of {tag} failed: {writer_errors[0]}") from writer_errors[0]
+    if progress.error or not progress.image_id:
+        raise ImageBuildError(_failure_message(tag, progress, buildargs.get("BASE_IMAGE", "")))
+    return progress
+
+
+def _failure_message(tag: str, progress: BuildProgress, base_image: str) -> str:
+    hint = "fix the Dockerfile step or the app's requirements and push again"
+    if base_image and base_image.split(":")[0] in progress.error:
+        hint = f"the base image {base_image} is missing; build it with `aiship local up base-image`"
+    return (f"docker build of {tag} failed at {progress.step or 'the start'}: "
+            f"{progress.error or 'the daemon reported no image id'}; {hint}")
+
+
+def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
+                    wheels_dir: Path, model: ModelInputs, tag: str, base_image: str) -> BuiltImage:
+    """Builds and tags the app image for (source, model); returns what was built and how fast."""
+    started = time.monotonic()
+    labels = image_labels(git_sha, committed_at, repo_url, model)
+    members = context_members(source_dir, wheels_dir, model)
+    progress = run_build(client, members, tag, labels, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha})
+    size = int(client.api.inspect_image(progress.image_id).get("Size", 0))
+    return BuiltImage(
+        image_id=progress.image_id, tag=tag, labels=labels, git_sha=git_sha,
+        model_name=model.name, model_version=model.version, model_sha256=model.sha256,
+        size_bytes=size, seconds=round(time.monotonic() - started, 3),
+        steps_cached=progress.cached, steps_run=progress.steps - progress.cached,
+        build_log_tail=tuple(progress.tail[-10:]),
+    )
+
+
+def layer_diff_ids(client: Any, image: str) -> list[str]:
+    """The image's RootFS diff IDs, base first: two builds share a layer when they share its id."""
+    return list(client.api.inspect_image(image)["RootFS"]["Layers"])
+
+
+def iter_summary(built: BuiltImage) -> Iterator[str]:
+    """Lines of the markdown build summary."""
+    yield f"### Image build `{built.tag}`"
+    yield ""
+    yield "| | |"
+    yield "|---|---|"
+    yield f"| image id | `{built.image_id}` |"
+    yield f"| git SHA | `{built.git_sha}` |"
+    yield f"| model | {built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`) |"
+    yield f"| size | {built.size_bytes / 1e6:.1f} MB |"
+    yield f"| steps reused (cache) / run | {built.steps_cached} / {built.steps_run} |"
+    yield f"| seconds | {built.seconds:.1f} |"
+    yield "| digest | known after the push |"
+
+
+# ---------------------------------------------------------------- the task
+
+
+def docker_client() -> Any:
+    """A Docker SDK client for the configured daemon, or ImageBuildError asking whether it runs."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # the SDK raises several types for "no daemon"
+        raise ImageBuildError(f"cannot reach dockerd ({exc}); is Docker running? `aiship local up docker`") from exc
+    return client
+
+
+# Only a lost daemon connection or a timeout is retried; a failing Dockerfile step is an answer.
+@task(name="build-image", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_condition)
+def build_image(source: Any, model: Any, settings: Any) -> BuiltImage:
+    """Builds the app image for a source tree and a verified model, and publishes a build summary.
+
+    Args:
+        source: the checked-out app (`flows.app_tests.SourceTree`).
+        model: the fetched, verified model (`flows.model_store.FetchedModel`).
+        settings: aiship's settings (registry, app name, base image, cache folder).
+
+    Returns:
+        The built image: id, tag, labels, size, seconds, steps reused vs run.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.wheels import prepare_wheels
+
+    inputs = ModelInputs.from_fetched(model)
+    wheels = prepare_wheels(source.path / "app" / "requirements.txt", settings.cache_dir)
+    tag = image_tag(settings.registry_host, settings.app_name, source.sha, inputs.name, inputs.version)
+    client = docker_client()
+    try:
+        built = build_app_image(client, source.path, source.sha, source.committed_at, source.repo_url,
+                                wheels.path, inputs, tag, settings.base_image)
+    finally:
+        client.close()
+    create_markdown_artifact(key="build-summary", markdown="\n".join(iter_summary(built)),
+                             description="The app image built for this delivery")
+    return built

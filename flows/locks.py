@@ -1,0 +1,41 @@
+"""One change at a time per environment: a Prefect global concurrency limit named after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+
+LOCK_PREFIX = "aiship-env-"
+
+
+def lock_name(environment: str) -> str:
+    """The concurrency limit's name for an environment."""
+    return f"{LOCK_PREFIX}{environment}"
+
+
+def ensure_lock(environment: str) -> str:
+    """Creates the environment's limit (1 slot, active) when missing; returns its name."""
+    name = lock_name(environment)
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+            if not limit.active or limit.limit != 1:
+                from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+    return name
+
+
+@contextmanager
+def environment_lock(environment: str, timeout_seconds: float | None = 1800) -> Iterator[None]:
+    """Holds the environment's single slot: a second change waits here instead of running alongside."""
+    name = ensure_lock(environment)
+    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+        yield

@@ -1,0 +1,238 @@
+"""Stage 3: run the built image on a loopback port and check it before anything is pushed.
+
+Checks, in order: `/readyz` answers 200 within a deadline; `/version` names the git SHA and model
+(name, version, sha256) that the image's labels name; `/predict` reproduces the manifest's golden
+set under its rule (exact, or within an absolute tolerance). The container is always removed; a
+failure raises SmokeTestError carrying the container's last log lines, and the image is not pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prefect import task
+
+from flows.errors import SmokeTestError
+from flows.image import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION
+
+CONTAINER_PORT = "8080/tcp"
+SMOKE_LABEL = "io.aiship.smoke-test"
+BATCH = 32  # golden rows per /predict request, below the app's row limit
+
+# Where /version may put each field, as dotted paths of its JSON; the first present one is read.
+VERSION_FIELDS: dict[str, tuple[str, ...]] = {
+    LABEL_REVISION: ("git_sha", "git.sha", "revision"),
+    LABEL_MODEL_NAME: ("model.name", "model_name"),
+    LABEL_MODEL_VERSION: ("model.version", "model_version"),
+    LABEL_MODEL_SHA256: ("model.sha256", "model_sha256"),
+}
+
+
+@dataclass(frozen=True)
+class GoldenRow:
+    """One golden input with what the manifest expects and what the container answered."""
+
+    index: int
+    inputs: tuple[float, ...]
+    expected: Any
+    got: Any
+    ok: bool
+
+
+class GoldenSetMismatch(SmokeTestError):
+    """Raised when the container's predictions break the golden set's rule; carries every row."""
+
+    def __init__(self, message: str, rows: tuple[GoldenRow, ...]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+@dataclass(frozen=True)
+class SmokeTestResult:
+    """A passed smoke test: which checks passed, how many golden rows were compared, how long it took."""
+
+    image: str
+    checks_passed: tuple[str, ...]
+    golden_rows: int
+    mismatches: tuple[int, ...]
+    seconds: float
+    rows: tuple[GoldenRow, ...] = ()
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def lookup(document: Any, dotted: str) -> Any:
+    """The value at `a.b.c` in nested dicts, or None."""
+    for part in dotted.split("."):
+        if not isinstance(document, dict) or part not in document:
+            return None
+        document = document[part]
+    return document
+
+
+def version_mismatches(version: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """`label: expected X, /version says Y` for each label /version contradicts or omits."""
+    problems = []
+    for label, paths in VERSION_FIELDS.items():
+        value = next((v for v in (lookup(version, p) for p in paths) if v is not None), None)
+        if value is None or str(value) != labels.get(label):
+            problems.append(f"{label}: expected {labels.get(label)!r}, /version says {value!r}")
+    return problems
+
+
+def compare_golden(golden: Any, got: list[Any]) -> tuple[GoldenRow, ...]:
+    """Row-by-row comparison of the answers with the golden set, under its rule (`GoldenSet.matches`)."""
+    bad = set(golden.matches(list(got)))
+    rows = []
+    for i, (inputs, expected) in enumerate(zip(golden.inputs, golden.expected)):
+        answer = got[i] if i < len(got) else None
+        rows.append(GoldenRow(i, tuple(inputs), expected, answer, i not in bad))
+    return tuple(rows)
+
+
+def golden_table(rows: tuple[GoldenRow, ...], limit: int = 50) -> list[dict[str, Any]]:
+    """The artifact's table: inputs summarized (first values), expected, got, ok."""
+    def summary(values: tuple[float, ...]) -> str:
+        head = ", ".join(f"{v:.4g}" for v in values[:4])
+        return f"[{head}{', …' if len(values) > 4 else ''}] ({len(values)} values)"
+
+    return [{"row": r.index, "inputs": summary(r.inputs), "expected": json.dumps(r.expected),
+             "got": json.dumps(r.got), "ok": "yes" if r.ok else "NO"} for r in rows[:limit]]
+
+
+# ---------------------------------------------------------------- the container
+
+
+def container_logs(container: Any, lines: int = 40) -> str:
+    """The container's last log lines, or why they could not be read."""
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace").rstrip()
+    except Exception as exc:  # the container may already be gone
+        return f"(no logs: {exc})"
+
+
+def published_port(container: Any, deadline: float) -> int:
+    """The host port dockerd chose for 8080 on 127.0.0.1 (asked for port None: no race for a free port)."""
+    while time.monotonic() < deadline:
+        container.reload()
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(CONTAINER_PORT)
+        if bindings:
+            return int(bindings[0]["HostPort"])
+        if container.status in ("exited", "dead"):
+            break
+        time.sleep(0.1)
+    raise SmokeTestError(f"container {container.short_id} published no port for {CONTAINER_PORT} (status {container.status})")
+
+
+def wait_ready(http: httpx.Client, container: Any, deadline: float, budget: float) -> None:
+    """Polls /readyz until 200; fails early when the container exits, else at the deadline."""
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            response = http.get("/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        container.reload()
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            raise SmokeTestError(f"container exited (code {code}) before /readyz answered 200; last: {last}")
+        time.sleep(0.25)
+    raise SmokeTestError(f"/readyz did not answer 200 within {budget:.0f} s; last: {last}")
+
+
+def predict_all(http: httpx.Client, inputs: list[list[float]]) -> list[Any]:
+    """The container's predictions for every golden row, sent in batches."""
+    got: list[Any] = []
+    for start in range(0, len(inputs), BATCH):
+        response = http.post("/predict", json={"instances": inputs[start:start + BATCH]}, timeout=30)
+        if response.status_code != 200:
+            raise SmokeTestError(f"/predict answered HTTP {response.status_code}: {response.text[:300]}")
+        got.extend(response.json()["predictions"])
+    return got
+
+
+def check_container(http: httpx.Client, labels: dict[str, str], golden: Any) -> tuple[tuple[str, ...], tuple[GoldenRow, ...]]:
+    """/version against the labels, then the golden set; raises SmokeTestError on the first failure."""
+    response = http.get("/version", timeout=5)
+    if response.status_code != 200:
+        raise SmokeTestError(f"/version answered HTTP {response.status_code}: {response.text[:300]}")
+    problems = version_mismatches(response.json(), labels)
+    if problems:
+        raise SmokeTestError("/version does not match the image's labels: " + "; ".join(problems))
+    rows = compare_golden(golden, predict_all(http, [list(r) for r in golden.inputs]))
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        shown = "; ".join(f"row {r.index}: expected {r.expected!r}, got {r.got!r}" for r in bad[:5])
+        raise GoldenSetMismatch(
+            f"golden set failed ({golden.rule}): {len(bad)} of {len(rows)} rows differ: {shown}; "
+            "this model does not reproduce its own golden set: retrain or re-publish it", rows)
+    return ("readyz", "version", "golden_set"), rows
+
+
+def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Any,
+                   ready_within: float = 90.0, env: dict[str, str] | None = None) -> SmokeTestResult:
+    """Runs `image` on 127.0.0.1:<free port>, checks it, and always removes the container."""
+    started = time.monotonic()
+    deadline = started + ready_within
+    container = client.containers.run(
+        image, detach=True, name=f"aiship-smoke-{uuid.uuid4().hex[:10]}",
+        ports={CONTAINER_PORT: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
+    )
+    try:
+        port = published_port(container, deadline)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            wait_ready(http, container, deadline, ready_within)
+            checks, rows = check_container(http, labels, golden)
+    except SmokeTestError as exc:
+        message = f"smoke test of {image} failed: {exc}\n--- container log (last lines) ---\n{container_logs(container)}"
+        if isinstance(exc, GoldenSetMismatch):
+            raise GoldenSetMismatch(message, exc.rows) from exc
+        raise SmokeTestError(message) from exc
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise SmokeTestError(f"smoke test of {image} failed: {type(exc).__name__}: {exc}\n"
+                             f"--- container log (last lines) ---\n{container_logs(container)}") from exc
+    finally:
+        container.remove(force=True)
+    mismatches = tuple(r.index for r in rows if not r.ok)
+    return SmokeTestResult(image, checks, len(rows), mismatches, round(time.monotonic() - started, 3), rows)
+
+
+@task(name="smoke-test")
+def smoke_test(built: Any, model: Any, ready_within: float = 90.0) -> SmokeTestResult:
+    """Runs the built image and checks health, version and the golden set; never retried.
+
+    A failure is an answer about this image (it must not be pushed), not an accident.
+
+    Args:
+        built: the image to test (`flows.image.BuiltImage`).
+        model: the fetched model whose manifest holds the golden set (`FetchedModel`).
+        ready_within: seconds the container has to answer /readyz.
+
+    Returns:
+        The checks passed and the golden rows compared.
+    """
+    from prefect.artifacts import create_table_artifact
+
+    from flows.image import docker_client
+
+    client = docker_client()
+    try:
+        result = run_smoke_test(client, built.image_id, built.labels, model.ref.manifest.golden_set, ready_within)
+    except GoldenSetMismatch as exc:
+        create_table_artifact(key="smoke-test", table=golden_table(exc.rows),
+                              description=f"Golden set of {built.tag}: FAILED, the image is not pushed")
+        raise
+    finally:
+        client.close()
+    create_table_artifact(key="smoke-test", table=golden_table(result.rows),
+                          description=f"Golden set of {built.tag}: {result.golden_rows} rows, all matching")
+    return result

@@ -1,0 +1,418 @@
+"""The way in from outside: signed HTTP calls (GitHub pushes, Azure Event Grid blob events) become Prefect events.
+
+Prefect's open-source server has no webhooks, so this small Flask app of its own (served by
+gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each call and emits
+`aiship.git.pushed` or `aiship.model.registered` (flows/events.py) to the Prefect server.
+
+- POST /github: `push` verified by X-Hub-Signature-256 (HMAC SHA-256 of the raw body), `ping`
+  answered, other events and other branches ignored (202); a replayed X-GitHub-Delivery is 200
+  `duplicate`. Emission is synchronous: if the Prefect server does not take the event, 503 and
+  the delivery is not remembered, so a redelivery works.
+- POST|OPTIONS /eventgrid: Event Grid schema (with the subscription-validation handshake) and
+  CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
+  `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
+  in the model container counts; sha256, uri and publisher are read from the model store, never
+  from the event (an event's URL is not fetched).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import json
+import logging
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from flows import events as aiship_events
+from flows.errors import ConfigurationError, ModelStoreError
+from flows.retry import is_transient
+
+logger = logging.getLogger("aiship.webhooks")
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+# /blobServices/default/containers/<container>/blobs/models/<name>/<version>/manifest.json
+MANIFEST_SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/models/(?P<name>[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?)/(?P<version>[1-9][0-9]{0,8})/manifest\.json$")
+
+Emitter = Callable[[list[Any]], None]  # takes prefect Event objects; raises when they were not taken
+ManifestResolver = Callable[[str, int], dict[str, Any]]  # (name, version) -> sha256, uri, publisher
+
+
+class EmitError(Exception):
+    """Raised when the Prefect server did not take the events (down, or answered an error)."""
+
+
+# --- checks (plain functions, what the unit tests call) ---
+
+def github_signature(secret: str, body: bytes) -> str:
+    """The X-Hub-Signature-256 value GitHub sends for `body`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    """True when `header` is the SHA-256 signature of `body`, compared in constant time."""
+    return bool(header) and hmac.compare_digest(github_signature(secret, body).encode(), header.encode())
+
+
+def key_ok(secret: str, provided: str | None) -> bool:
+    """True when the Event Grid key matches, compared in constant time."""
+    return bool(provided) and hmac.compare_digest(secret.encode(), provided.encode())
+
+
+def branch_matches(ref: str, branches: str) -> bool:
+    """True when `ref` matches one of the comma-separated refs or globs in `branches`."""
+    return any(fnmatch.fnmatchcase(ref, b.strip()) for b in branches.split(",") if b.strip())
+
+
+def manifest_blob(subject: str, container: str) -> tuple[str, int] | None:
+    """(name, version) when `subject` is a manifest under models/ in `container`, else None."""
+    m = MANIFEST_SUBJECT.match(subject or "")
+    if not m or m["container"] != container:
+        return None
+    return m["name"], int(m["version"])
+
+
+# --- the delivery log: which deliveries were already turned into events ---
+
+class DeliveryLog:
+    """Delivery ids seen, in SQLite (safe across gunicorn workers), the newest `keep` kept.
+
+    `claim` marks an id pending; `confirm` marks it done after the event was taken; `release`
+    forgets it after a failed emission. A pending claim older than `stale` seconds (a worker died)
+    can be claimed again.
+    """
+
+    def __init__(self, path: Path, keep: int = 10_000, stale: float = 60.0) -> None:
+        self.path, self.keep, self.stale = Path(path), keep, stale
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def claim(self, key: str) -> str:
+        """'new' when this caller now owns `key`, else 'done' or 'pending' (another worker has it)."""
+        now = time.time()
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time across processes: check-and-set is atomic
+            row = db.execute("SELECT state, at FROM deliveries WHERE key = ?", (key,)).fetchone()
+            if row and (row[0] == "done" or now - row[1] < self.stale):
+                db.execute("COMMIT")
+                return row[0]
+            db.execute("INSERT OR REPLACE INTO deliveries (key, state, at) VALUES (?, 'pending', ?)", (key, now))
+            db.execute("DELETE FROM deliveries WHERE key IN (SELECT key FROM deliveries ORDER BY at DESC LIMIT -1 OFFSET ?)", (self.keep,))
+            db.execute("COMMIT")
+            return "new"
+        finally:
+            db.close()
+
+    def confirm(self, key: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE deliveries SET state = 'done', at = ? WHERE key = ?", (time.time(), key))
+
+    def release(self, key: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM deliveries WHERE key = ? AND state = 'pending'", (key,))
+
+
+def _event(built: aiship_events.Built) -> Any:
+    """A Prefect Event from flows/events.py's (name, resource, payload), with its own id."""
+    from prefect.events import Event
+
+    name, resource, payload = built
+    return Event(event=name, resource=resource, payload=payload, occurred=datetime.now(timezone.utc), id=uuid.uuid4())
+
+
+# --- the default emitter and resolver (tests inject fakes through the app config) ---
+
+def prefect_emitter(api_url: str, timeout: float = 5.0) -> Emitter:
+    """Posts events to the Prefect server's `POST /events` and raises EmitError unless it took them.
+
+    Not `flows.events.emit` (Prefect's `emit_event`): that one sends in the background and never says whether the server got the
+    event, and a webhook must answer 503 when it did not, so the sender retries.
+    """
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    headers = {"Authorization": f"Bearer {api.key.get_secret_value()}"} if api.key else {}
+    if api.auth_string:
+        import base64
+
+        headers = {"Authorization": "Basic " + base64.b64encode(api.auth_string.get_secret_value().encode()).decode()}
+
+    def emit(events: list[Any]) -> None:
+        body = [e.model_dump(mode="json") for e in events]
+        for attempt in (1, 2):  # one quick retry for a blip; GitHub gives up after 10 s
+            try:
+                response = httpx.post(f"{api_url.rstrip('/')}/events", json=body, headers=headers, timeout=timeout)
+            except httpx.TransportError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 300:
+                    return
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+            if attempt == 1:
+                time.sleep(0.3)
+        raise EmitError(f"the Prefect server at {api_url} did not take the events ({error}); is it running? (aiship local up prefect)")
+
+    return emit
+
+
+def store_resolver(settings: Any) -> ManifestResolver:
+    """Reads a version's manifest through the Azure model store (Event Grid events are Azure blobs)."""
+    from flows.model_store import get_store
+
+    def resolve(name: str, version: int) -> dict[str, Any]:
+        ref = get_store(settings, kind="azure").resolve(name, version)
+        return {"sha256": ref.sha256, "uri": ref.uri, "publisher": ref.manifest.publisher}
+
+    return resolve
+
+
+def load_secret(block_name: str) -> str:
+    """The shared secret from the Prefect `Secret` block `block_name`."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(block_name).get())
+    except (ValueError, LookupError) as exc:  # Prefect raises ValueError for an unknown block
+        raise ConfigurationError(
+            f"Prefect Secret block {block_name!r} not found ({exc}); create it with `bash local/webhooks.sh up` "
+            "or `prefect block create secret` (AISHIP_WEBHOOK_SECRET_BLOCK names it)"
+        ) from exc
+
+
+# --- JSON logs and answers ---
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": record.levelname, "message": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line)
+
+
+def _log(level: int, message: str, **fields: Any) -> None:
+    # Only the path, never the query string: Event Grid's key travels in it.
+    fields.setdefault("path", request.path)
+    logger.log(level, message, extra={"fields": fields})
+
+
+def _answer(code: int, /, **body: Any) -> tuple[Response, int]:
+    return jsonify(body), code
+
+
+def _secret() -> str:
+    return current_app.extensions["aiship_webhooks"]["secret"]
+
+
+def _emit(keys: list[str], events: list[Any]) -> tuple[Response, int] | None:
+    """Emits `events` whose delivery keys are claimed; on failure releases them and answers 503."""
+    hooks = current_app.extensions["aiship_webhooks"]
+    try:
+        hooks["emit"](events)
+    except Exception as exc:
+        for key in keys:
+            hooks["deliveries"].release(key)
+        _log(logging.ERROR, "emit failed", error=str(exc))
+        return _answer(503, status="error", reason=f"events not emitted: {exc}")
+    for key in keys:
+        hooks["deliveries"].confirm(key)
+    return None
+
+
+# --- GitHub ---
+
+def _github_payload(body: bytes) -> dict[str, Any]:
+    # GitHub sends either application/json or a form with the JSON in `payload`.
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return json.loads(parse_qs(body.decode())["payload"][0])
+    return json.loads(body)
+
+
+def github() -> tuple[Response, int]:
+    body = request.get_data(cache=True)  # raises 413 over MAX_CONTENT_LENGTH before anything else
+    event, delivery = request.headers.get("X-GitHub-Event", ""), request.headers.get("X-GitHub-Delivery", "")
+    if not signature_ok(_secret(), body, request.headers.get(SIGNATURE_HEADER)):
+        why = "only the SHA-1 X-Hub-Signature was sent; configure a secret so GitHub sends X-Hub-Signature-256" if request.headers.get("X-Hub-Signature") and not request.headers.get(SIGNATURE_HEADER) else f"missing or wrong {SIGNATURE_HEADER}"
+        _log(logging.WARNING, "refused", event=event, delivery_id=delivery, reason=why)
+        return _answer(401, status="refused", reason=why)
+    if event == "ping":
+        return _answer(200, status="pong")
+    if event != "push":
+        return _answer(202, status="ignored", reason=f"event {event!r} is not handled; only push")
+    try:
+        payload = _github_payload(body)
+        ref, sha = payload["ref"], payload["after"]
+        repo, pusher = payload["repository"]["full_name"], (payload.get("pusher") or {}).get("name", "")
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return _answer(400, status="invalid", reason=f"not a GitHub push payload: {type(exc).__name__}: {exc}")
+    if not delivery:
+        return _answer(400, status="invalid", reason="missing X-GitHub-Delivery")
+    branches = current_app.extensions["aiship_webhooks"]["branch"]
+    if not branch_matches(ref, branches):
+        return _answer(202, status="ignored", reason=f"ref {ref} does not match {branches}")
+    if payload.get("deleted") or set(sha) == {"0"}:
+        return _answer(202, status="ignored", reason=f"{ref} was deleted")
+    return _deliver_push(repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
+
+
+def _deliver_push(**fields: str) -> tuple[Response, int]:
+    key = f"github:{fields['delivery_id']}"
+    state = current_app.extensions["aiship_webhooks"]["deliveries"].claim(key)
+    if state != "new":
+        _log(logging.INFO, "duplicate", delivery_id=fields["delivery_id"], state=state)
+        return _answer(200 if state == "done" else 409, status="duplicate" if state == "done" else "in-progress")
+    event = _event(aiship_events.git_pushed(**fields))
+    if failed := _emit([key], [event]):
+        return failed
+    _log(logging.INFO, "emitted", event=event.event, event_id=str(event.id), **fields)
+    return _answer(200, status="emitted", event=event.event, event_id=str(event.id), sha=fields["sha"])
+
+
+# --- Azure Event Grid ---
+
+def _eventgrid_authorized() -> bool:
+    return key_ok(_secret(), request.args.get("key") or request.headers.get("aeg-sas-key"))
+
+
+def eventgrid_options() -> tuple[Response, int]:
+    """CloudEvents abuse protection: echo the origin to allow deliveries from it."""
+    if not _eventgrid_authorized():
+        return _answer(401, status="refused", reason="missing or wrong key")
+    origin = request.headers.get("WebHook-Request-Origin")
+    if not origin:
+        return _answer(400, status="invalid", reason="missing WebHook-Request-Origin")
+    response, code = _answer(200, status="allowed", origin=origin)
+    response.headers["WebHook-Allowed-Origin"] = origin
+    response.headers["WebHook-Allowed-Rate"] = "*"
+    response.headers["Allow"] = "POST, OPTIONS"
+    return response, code
+
+
+def _normalized(item: dict[str, Any]) -> dict[str, Any]:
+    """One event as {id, type, subject, data}, from the Event Grid or the CloudEvents schema."""
+    if "specversion" in item:
+        return {"id": item.get("id"), "type": item.get("type"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
+    return {"id": item.get("id"), "type": item.get("eventType"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
+
+
+def eventgrid() -> tuple[Response, int]:
+    request.get_data(cache=True)  # 413 before anything else
+    if not _eventgrid_authorized():
+        _log(logging.WARNING, "refused", reason="missing or wrong key")
+        return _answer(401, status="refused", reason="missing or wrong key")
+    try:
+        parsed = json.loads(request.get_data(cache=True))
+        items = [_normalized(i) for i in (parsed if isinstance(parsed, list) else [parsed])]
+    except (ValueError, AttributeError, TypeError) as exc:
+        return _answer(400, status="invalid", reason=f"not an Event Grid or CloudEvents body: {exc}")
+    for item in items:
+        if item["type"] == VALIDATION_EVENT:
+            _log(logging.INFO, "subscription validation", event_id=item["id"])
+            return _answer(200, validationResponse=(item["data"] or {}).get("validationCode"))
+    return _register_models(items)
+
+
+def _register_models(items: list[dict[str, Any]]) -> tuple[Response, int]:
+    hooks = current_app.extensions["aiship_webhooks"]
+    keys, events, ignored = [], [], []
+    for item in items:
+        found = manifest_blob(item["subject"], hooks["container"]) if item["type"] == BLOB_CREATED else None
+        if not found or not item["id"]:
+            ignored.append({"id": item["id"], "reason": f"not a BlobCreated of models/<name>/<version>/manifest.json in container {hooks['container']}"})
+            continue
+        key = f"eventgrid:{item['id']}"
+        if hooks["deliveries"].claim(key) != "new":
+            ignored.append({"id": item["id"], "reason": "duplicate"})
+            continue
+        name, version = found
+        try:
+            model = hooks["resolve"](name, version)
+        except ModelStoreError as exc:
+            if not is_transient(exc):  # no such version, or a broken manifest: an answer
+                hooks["deliveries"].release(key)
+                ignored.append({"id": item["id"], "reason": str(exc)})
+                continue
+            for k in [*keys, key]:  # the store is unreachable: 503, so Event Grid retries
+                hooks["deliveries"].release(k)
+            _log(logging.ERROR, "model store read failed", error=str(exc))
+            return _answer(503, status="error", reason=f"could not read the manifest of {name} v{version}: {exc}")
+        keys.append(key)
+        events.append(_event(aiship_events.model_registered(name=name, version=version, **model)))
+    if events and (failed := _emit(keys, events)):
+        return failed
+    for event in events:
+        _log(logging.INFO, "emitted", event=event.event, event_id=str(event.id), resource=event.resource.id)
+    return _answer(200 if events else 202, status="emitted" if events else "ignored",
+                   emitted=[{"event": e.event, "resource": e.resource.id, "event_id": str(e.id)} for e in events], ignored=ignored)
+
+
+# --- the app ---
+
+def _configure_logging() -> None:
+    if not any(getattr(h, "aiship", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLines())
+        handler.aiship = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The receiver. `config` (tests) may set WEBHOOK_SECRET, EMITTER, MANIFEST_RESOLVER, DELIVERY_DB,
+    WEBHOOK_BRANCH, AZURE_CONTAINER, MAX_CONTENT_LENGTH; everything else comes from Settings()."""
+    from flows.settings import Settings
+
+    settings = Settings()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
+        WEBHOOK_BRANCH=settings.webhook_branch,
+        AZURE_CONTAINER=settings.azure_container,
+        DELIVERY_DB=settings.state_dir / "webhooks" / "deliveries.sqlite",
+    )
+    app.config.update(config or {})
+    _configure_logging()
+    # The secret is read once per process, here, and kept out of app.config (which debug pages show).
+    secret = app.config.pop("WEBHOOK_SECRET", None) or load_secret(settings.webhook_secret_block)
+    app.extensions["aiship_webhooks"] = {
+        "secret": secret,
+        "branch": app.config["WEBHOOK_BRANCH"],
+        "container": app.config["AZURE_CONTAINER"],
+        "deliveries": DeliveryLog(Path(app.config["DELIVERY_DB"])),
+        "emit": app.config.get("EMITTER") or prefect_emitter(_prefect_api_url(settings)),
+        "resolve": app.config.get("MANIFEST_RESOLVER") or store_resolver(settings),
+    }
+    app.add_url_rule("/healthz", "healthz", lambda: _answer(200, status="ok"), methods=["GET"])
+    app.add_url_rule("/github", "github", github, methods=["POST"])
+    app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"])
+    app.add_url_rule("/eventgrid", "eventgrid_options", eventgrid_options, methods=["OPTIONS"], provide_automatic_options=False)
+    app.register_error_handler(HTTPException, lambda e: _answer(e.code or 500, status="error", reason=e.description))
+    return app
+
+
+def _prefect_api_url(settings: Any) -> str:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or settings.prefect_api_url

@@ -1,0 +1,177 @@
+"""The local one-node cluster runs an image from the local registry: pinned by digest, pulled with an
+imagePullSecret, ready behind a readiness probe, and answering through a NodePort on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import uuid
+
+import pytest
+import requests
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+REPOSITORY = "aiship-tests/k8s-http"
+START_CMD = "`aiship local up kubernetes`"
+
+
+@pytest.fixture(scope="module")
+def kube_api(settings) -> k8s.ApiClient:
+    """An API client from the admin kubeconfig; fails when the cluster or its node is not up."""
+    kubeconfig = settings.state_dir / "kubernetes" / "kubeconfig"
+    if not kubeconfig.is_file():
+        pytest.fail(f"no kubeconfig at {kubeconfig}; start the cluster with {START_CMD}")
+    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        nodes = k8s.CoreV1Api(api).list_node(_request_timeout=5).items
+    except Exception as exc:  # urllib3 raises several types for "nothing listens"
+        pytest.fail(f"kube-apiserver at 127.0.0.1:{settings.kube_api_port} does not answer ({exc}); start it with {START_CMD}")
+    ready = [n.metadata.name for n in nodes for c in n.status.conditions or [] if c.type == "Ready" and c.status == "True"]
+    if not ready:
+        pytest.fail(f"no Ready node among {[n.metadata.name for n in nodes]}; see .aiship/kubernetes/kubelet.log")
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def registry_login(settings) -> dict[str, str]:
+    """Registry address and credentials as local/registry.sh wrote them."""
+    path = settings.state_dir / "registry" / "credentials.json"
+    if not path.is_file():
+        pytest.fail(f"no registry credentials at {path}; start the registry with `aiship local up registry`")
+    creds = json.loads(path.read_text())
+    return {"registry": settings.registry_host, "username": creds["username"], "password": creds["password"]}
+
+
+@pytest.fixture(scope="module")
+def pushed_image(docker_client, settings, registry_login) -> tuple[str, str]:
+    """Builds a tiny HTTP server image on the base image, pushes it, returns (ref@digest, marker)."""
+    marker = uuid.uuid4().hex
+    dockerfile = (
+        f"FROM {settings.base_image}\n"
+        f"RUN mkdir /srv/www && echo {marker} > /srv/www/marker.txt\n"
+        "WORKDIR /srv/www\nEXPOSE 8080\n"
+        'CMD ["python3", "-m", "http.server", "8080"]\n'
+    )
+    repo = f"{registry_login['registry']}/{REPOSITORY}"
+    tag = marker[:12]
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{repo}:{tag}", rm=True)
+    auth = {"username": registry_login["username"], "password": registry_login["password"]}
+    digest = None
+    for line in docker_client.images.push(repo, tag=tag, auth_config=auth, stream=True, decode=True):
+        if "error" in line:
+            pytest.fail(f"push of {repo}:{tag} failed: {line['error']}")
+        digest = (line.get("aux") or {}).get("Digest", digest)
+    assert digest and digest.startswith("sha256:"), f"the push stream of {repo}:{tag} carried no aux.Digest"
+    # Gone from dockerd, so the kubelet really pulls it from the registry with the pull secret.
+    docker_client.images.remove(f"{repo}:{tag}", force=True)
+    return f"{repo}@{digest}", marker
+
+
+@pytest.fixture()
+def namespace(kube_api) -> str:
+    """A uuid-named namespace, deleted with everything in it at the end."""
+    core = k8s.CoreV1Api(kube_api)
+    name = f"aiship-test-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"aiship.io/test": "true"})))
+    yield name
+    core.delete_namespace(name)
+
+
+def pull_secret(registry_login: dict[str, str]) -> dict[str, str]:
+    """The .dockerconfigjson data of an imagePullSecret for the registry."""
+    user, password = registry_login["username"], registry_login["password"]
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {registry_login["registry"]: {"username": user, "password": password, "auth": auth}}}
+    return {".dockerconfigjson": json.dumps(config)}
+
+
+def deployment(name: str, image: str) -> k8s.V1Deployment:
+    labels = {"app": name}
+    container = k8s.V1Container(
+        name="http", image=image, image_pull_policy="Always",
+        ports=[k8s.V1ContainerPort(container_port=8080)],
+        readiness_probe=k8s.V1Probe(
+            http_get=k8s.V1HTTPGetAction(path="/marker.txt", port=8080), period_seconds=1, failure_threshold=3,
+        ),
+    )
+    return k8s.V1Deployment(
+        metadata=k8s.V1ObjectMeta(name=name, labels=labels),
+        spec=k8s.V1DeploymentSpec(
+            replicas=1, selector=k8s.V1LabelSelector(match_labels=labels),
+            template=k8s.V1PodTemplateSpec(
+                metadata=k8s.V1ObjectMeta(labels=labels),
+                spec=k8s.V1PodSpec(containers=[container], image_pull_secrets=[k8s.V1LocalObjectReference(name="registry")]),
+            ),
+        ),
+    )
+
+
+def wait_available(apps: k8s.AppsV1Api, core: k8s.CoreV1Api, ns: str, name: str, timeout: float = 120) -> None:
+    """Waits for the Deployment to be available; fails with the pods' events when it is not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = apps.read_namespaced_deployment_status(name, ns).status
+        if (status.available_replicas or 0) >= 1:
+            return
+        time.sleep(1)
+    events = [f"{e.involved_object.name}: {e.reason}: {e.message}" for e in core.list_namespaced_event(ns).items]
+    pytest.fail(f"Deployment {ns}/{name} not available after {timeout:.0f}s; events: {events}")
+
+
+def get_through_node_port(port: int, path: str, timeout: float = 30) -> requests.Response:
+    """GETs 127.0.0.1:<port><path>, retrying while kube-proxy is still writing its rules."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2)
+        except requests.ConnectionError as exc:
+            last = exc
+            time.sleep(0.5)
+    pytest.fail(f"nothing answered on NodePort 127.0.0.1:{port} within {timeout:.0f}s ({last}); see .aiship/kubernetes/kube-proxy.log")
+
+
+def test_deployment_from_registry_by_digest_answers_on_node_port(kube_api, namespace, pushed_image, registry_login):
+    image, marker = pushed_image
+    core, apps = k8s.CoreV1Api(kube_api), k8s.AppsV1Api(kube_api)
+    core.create_namespaced_secret(namespace, k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="registry"), type="kubernetes.io/dockerconfigjson",
+        string_data=pull_secret(registry_login),
+    ))
+    apps.create_namespaced_deployment(namespace, deployment("http", image))
+    service = core.create_namespaced_service(namespace, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name="http"),
+        spec=k8s.V1ServiceSpec(type="NodePort", selector={"app": "http"},
+                               ports=[k8s.V1ServicePort(port=8080, target_port=8080)]),
+    ))
+    node_port = service.spec.ports[0].node_port
+    assert 16100 <= node_port <= 16199, f"NodePort {node_port} outside the platform's range 16100-16199"
+
+    wait_available(apps, core, namespace, "http")
+
+    pod = core.list_namespaced_pod(namespace, label_selector="app=http").items[0]
+    digest = image.split("@", 1)[1]
+    assert pod.status.container_statuses[0].image_id.endswith(digest), (
+        f"pod runs {pod.status.container_statuses[0].image_id}, expected the pushed {digest}")
+    response = get_through_node_port(node_port, "/marker.txt")
+    assert response.status_code == 200 and response.text.strip() == marker
+
+
+def test_pull_without_secret_is_refused(kube_api, namespace, pushed_image):
+    """Proves the registry really demands the secret: the same pod without it cannot pull."""
+    image, _ = pushed_image
+    core = k8s.CoreV1Api(kube_api)
+    spec = deployment("nosecret", image).spec.template.spec
+    spec.image_pull_secrets = None
+    core.create_namespaced_pod(namespace, k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="nosecret"), spec=spec))
+    deadline, reason = time.monotonic() + 60, None
+    while time.monotonic() < deadline and reason not in ("ErrImagePull", "ImagePullBackOff"):
+        statuses = core.read_namespaced_pod_status("nosecret", namespace).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        reason = waiting.reason if waiting else None
+        assert not (statuses and statuses[0].state.running), "the pod pulled the image without credentials"
+        time.sleep(1)
+    assert reason in ("ErrImagePull", "ImagePullBackOff"), f"expected a refused pull, last state {reason}"
