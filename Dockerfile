@@ -11,8 +11,7 @@ FROM ${BASE_IMAGE} AS deps
 COPY wheels/ /wheels/
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
-        --disable-pip-version-check -r /wheels/requirements.txt \
- && find /opt/venv -name __pycache__ -prune -o -name '*.pyc' -delete
+        --disable-pip-version-check -r /wheels/requirements.txt
 
 # ---- the app image
 FROM ${BASE_IMAGE}
@@ -34,7 +33,8 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 USER 10001:10001
-CMD ["gunicorn", "--config", "app/gunicorn.conf.py", "app:create_app()"]
+# app/gunicorn.conf.py names the WSGI app (app:create_app()), the bind address and the workers.
+CMD ["gunicorn", "--config", "app/gunicorn.conf.py"]
 
 # ---- app code: changes with every commit
 COPY app/ /srv/app/

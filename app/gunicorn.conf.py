@@ -12,7 +12,8 @@ import tempfile
 # prometheus-client picks multiprocess mode when first imported, from this variable: it must be
 # set here, in the master, before any worker imports the app.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("AISHIP_APP_METRICS_DIR")
-if not _metrics_dir:
+_created_metrics_dir = not _metrics_dir
+if _created_metrics_dir:
     _metrics_dir = tempfile.mkdtemp(prefix="aiship-metrics-")
 os.makedirs(_metrics_dir, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
@@ -52,3 +53,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder when this configuration created it."""
+    if _created_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -147,6 +147,27 @@ def model_show(
     typer.echo(f"# uri: {ref.uri}", err=True)
 
 
+# --- aiship status ---
+
+
+@app.command("status")
+def status(
+    environment: Annotated[str | None, typer.Argument(help="Only this environment (default: all of them).")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="A kubeconfig file instead of the KubernetesCredentials block.")] = None,
+) -> None:
+    """Print what serves in each environment (from its Deployment's annotations) and where it answers."""
+    from flows import environments
+
+    settings = Settings()
+    try:
+        names = [settings.environment(environment).name] if environment else None
+        table = environments.serving(settings, environments.kubernetes_client(settings, kubeconfig), names)
+    except AishipError as exc:
+        fail(exc)
+    for line in environments.status_lines(table):
+        typer.echo(line)
+
+
 
 def main() -> None:
     """Entry point of the `aiship` console script."""

@@ -22,6 +22,10 @@ MODEL_SHA256 = "io.aiship/model-sha256"
 DIGEST = "io.aiship/digest"
 DEPLOYED_AT = "io.aiship/deployed-at"  # on the Deployment only: the pod template stays identical across re-deliveries
 REVISION = "deployment.kubernetes.io/revision"
+# On a ReplicaSet whose rollout failed: the revision that failed (the controller bumps the
+# revision when it reuses the ReplicaSet, so a later success of the same template counts again).
+FAILED_REVISION = "io.aiship/rollout-failed-revision"
+FAILED_REASON = "io.aiship/rollout-failed-reason"
 
 
 def require_pinned(ref: str) -> str:
@@ -120,7 +124,10 @@ def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
     from kubernetes import config as kube_config
 
     if kubeconfig is not None:
-        return kube_config.new_client_from_config(config_file=str(kubeconfig))
+        try:
+            return kube_config.new_client_from_config(config_file=str(kubeconfig))
+        except (OSError, kube_config.ConfigException) as exc:
+            raise ConfigurationError(f"cannot use kubeconfig {kubeconfig}: {exc}; is the cluster up? `aiship local up kubernetes`") from exc
     from prefect_kubernetes.credentials import KubernetesCredentials
 
     name = settings.kubernetes_credentials_block
@@ -167,7 +174,8 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
     except ApiException as exc:
         if exc.status == 404:
             return None
-        raise
+        raise PlatformError(f"reading Deployment {environment.namespace}/{app_name} failed: {exc.status} {exc.reason}; "
+                            "check the KubernetesCredentials block's rights") from exc
     deployment = api_client.sanitize_for_serialization(found)
     desired = deployment["spec"].get("replicas", 0)
     if desired == 0:
@@ -185,7 +193,7 @@ def serving(settings: Settings, api_client, names: list[str] | None = None) -> d
 
 
 def previous_releases(api_client, environment: Environment, app_name: str) -> list[ServingVersion]:
-    """Releases that served before in `environment`, newest first, one per digest, the serving one excluded.
+    """Releases that served before in `environment`, newest first, one per digest, serving and failed ones excluded.
 
     Read from the Deployment's ReplicaSets (their pod templates keep the annotations); the
     `rollback` flow picks a digest here and re-applies that ReplicaSet's template.
@@ -194,6 +202,9 @@ def previous_releases(api_client, environment: Environment, app_name: str) -> li
     seen = {now.digest} if now else set()
     releases = []
     for rs in replica_sets(api_client, environment.namespace, app_name):
+        meta = rs["metadata"].get("annotations") or {}
+        if meta.get(FAILED_REVISION) and meta.get(FAILED_REVISION) == meta.get(REVISION):
+            continue  # a rollout that failed and was undone: it never served
         template = rs["spec"]["template"]
         fields = parse_annotations(template["metadata"].get("annotations"), app_image(template))
         if not fields["digest"] or fields["digest"] in seen:

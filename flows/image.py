@@ -37,6 +37,7 @@ LABEL_CREATED = "org.opencontainers.image.created"
 LABEL_SOURCE = "org.opencontainers.image.source"
 LABEL_VERSION = "org.opencontainers.image.version"
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class BuildProgress:
         if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
             self.image_id = chunk["aux"]["ID"]
             return None
-        line = str(chunk.get("stream", chunk.get("status", ""))).rstrip()
+        line = _ANSI.sub("", str(chunk.get("stream", chunk.get("status", "")))).rstrip()
         if not line.strip():
             return None
         match = _STEP.match(line.strip())
@@ -270,8 +271,9 @@ def _failure_message(tag: str, progress: BuildProgress, base_image: str) -> str:
     hint = "fix the Dockerfile step or the app's requirements and push again"
     if base_image and base_image.split(":")[0] in progress.error:
         hint = f"the base image {base_image} is missing; build it with `aiship local up base-image`"
+    output = "\n".join(line for line in progress.tail[-12:] if not line.startswith("ERROR: "))
     return (f"docker build of {tag} failed at {progress.step or 'the start'}: "
-            f"{progress.error or 'the daemon reported no image id'}; {hint}")
+            f"{progress.error or 'the daemon reported no image id'}; {hint}\n--- last build output ---\n{output}")
 
 
 def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,

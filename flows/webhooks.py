@@ -6,7 +6,7 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
 
 - POST /github: `push` verified by X-Hub-Signature-256 (HMAC SHA-256 of the raw body), `ping`
   answered, other events and other branches ignored (202); a replayed X-GitHub-Delivery is 200
-  `duplicate`. Emission is synchronous: if the Prefect server does not take the event, 503 and
+  `duplicate` (409 `in-progress` while another worker is still emitting it). Emission is synchronous: if the Prefect server does not take the event, 503 and
   the delivery is not remembered, so a redelivery works.
 - POST|OPTIONS /eventgrid: Event Grid schema (with the subscription-validation handshake) and
   CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
@@ -47,6 +47,9 @@ BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 # /blobServices/default/containers/<container>/blobs/models/<name>/<version>/manifest.json
 MANIFEST_SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/models/(?P<name>[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?)/(?P<version>[1-9][0-9]{0,8})/manifest\.json$")
+
+GIT_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names
+REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # owner/repo, as in the resource id
 
 Emitter = Callable[[list[Any]], None]  # takes prefect Event objects; raises when they were not taken
 ManifestResolver = Callable[[str, int], dict[str, Any]]  # (name, version) -> sha256, uri, publisher
@@ -200,6 +203,11 @@ def load_secret(block_name: str) -> str:
             f"Prefect Secret block {block_name!r} not found ({exc}); create it with `bash local/webhooks.sh up` "
             "or `prefect block create secret` (AISHIP_WEBHOOK_SECRET_BLOCK names it)"
         ) from exc
+    except httpx.HTTPError as exc:
+        raise ConfigurationError(
+            f"could not read the Prefect Secret block {block_name!r}: {type(exc).__name__}: {exc}; "
+            "is the Prefect server running? (aiship local up prefect)"
+        ) from exc
 
 
 # --- JSON logs and answers ---
@@ -263,8 +271,10 @@ def github() -> tuple[Response, int]:
     try:
         payload = _github_payload(body)
         ref, sha = payload["ref"], payload["after"]
-        repo, pusher = payload["repository"]["full_name"], (payload.get("pusher") or {}).get("name", "")
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        repo, pusher = payload["repository"]["full_name"], str((payload.get("pusher") or {}).get("name", ""))
+        if not (isinstance(ref, str) and isinstance(sha, str) and GIT_SHA.match(sha) and isinstance(repo, str) and REPO_NAME.match(repo)):
+            raise ValueError(f"ref {ref!r}, after {sha!r} or repository.full_name {repo!r} is malformed")
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         return _answer(400, status="invalid", reason=f"not a GitHub push payload: {type(exc).__name__}: {exc}")
     if not delivery:
         return _answer(400, status="invalid", reason="missing X-GitHub-Delivery")
@@ -333,32 +343,49 @@ def eventgrid() -> tuple[Response, int]:
     return _register_models(items)
 
 
+class _Retry(Exception):
+    """Raised inside `_register_models` when Event Grid should send the batch again (503)."""
+
+
+def _model_event(item: dict[str, Any], hooks: dict[str, Any], keys: list[str]) -> tuple[Any, str]:
+    """(event, '') for a manifest's BlobCreated, or (None, why it is ignored); claims its key into `keys`."""
+    found = manifest_blob(item["subject"], hooks["container"]) if item["type"] == BLOB_CREATED else None
+    if not found or not item["id"]:
+        return None, f"not a BlobCreated of models/<name>/<version>/manifest.json in container {hooks['container']}"
+    key = f"eventgrid:{item['id']}"
+    state = hooks["deliveries"].claim(key)
+    if state == "done":
+        return None, "duplicate"
+    if state == "pending":  # another worker has it right now; if it fails, this retry must still count
+        raise _Retry(f"event {item['id']} is being processed")
+    name, version = found
+    try:
+        model = hooks["resolve"](name, version)
+    except Exception as exc:
+        hooks["deliveries"].release(key)
+        if isinstance(exc, ModelStoreError) and not is_transient(exc):  # no such version, a broken manifest: an answer
+            return None, str(exc)
+        raise _Retry(f"could not read the manifest of {name} v{version}: {type(exc).__name__}: {exc}") from exc
+    keys.append(key)
+    return _event(aiship_events.model_registered(name=name, version=version, **model)), ""
+
+
 def _register_models(items: list[dict[str, Any]]) -> tuple[Response, int]:
     hooks = current_app.extensions["aiship_webhooks"]
-    keys, events, ignored = [], [], []
-    for item in items:
-        found = manifest_blob(item["subject"], hooks["container"]) if item["type"] == BLOB_CREATED else None
-        if not found or not item["id"]:
-            ignored.append({"id": item["id"], "reason": f"not a BlobCreated of models/<name>/<version>/manifest.json in container {hooks['container']}"})
-            continue
-        key = f"eventgrid:{item['id']}"
-        if hooks["deliveries"].claim(key) != "new":
-            ignored.append({"id": item["id"], "reason": "duplicate"})
-            continue
-        name, version = found
-        try:
-            model = hooks["resolve"](name, version)
-        except ModelStoreError as exc:
-            if not is_transient(exc):  # no such version, or a broken manifest: an answer
-                hooks["deliveries"].release(key)
-                ignored.append({"id": item["id"], "reason": str(exc)})
-                continue
-            for k in [*keys, key]:  # the store is unreachable: 503, so Event Grid retries
-                hooks["deliveries"].release(k)
-            _log(logging.ERROR, "model store read failed", error=str(exc))
-            return _answer(503, status="error", reason=f"could not read the manifest of {name} v{version}: {exc}")
-        keys.append(key)
-        events.append(_event(aiship_events.model_registered(name=name, version=version, **model)))
+    keys: list[str] = []
+    events, ignored = [], []
+    try:
+        for item in items:
+            event, why = _model_event(item, hooks, keys)
+            if event is None:
+                ignored.append({"id": item["id"], "reason": why})
+            else:
+                events.append(event)
+    except _Retry as exc:  # nothing of this batch is emitted; Event Grid sends it again
+        for key in keys:
+            hooks["deliveries"].release(key)
+        _log(logging.ERROR, "retry later", error=str(exc))
+        return _answer(503, status="error", reason=str(exc))
     if events and (failed := _emit(keys, events)):
         return failed
     for event in events:
@@ -406,7 +433,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     }
     app.add_url_rule("/healthz", "healthz", lambda: _answer(200, status="ok"), methods=["GET"])
     app.add_url_rule("/github", "github", github, methods=["POST"])
-    app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"])
+    app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"], provide_automatic_options=False)
     app.add_url_rule("/eventgrid", "eventgrid_options", eventgrid_options, methods=["OPTIONS"], provide_automatic_options=False)
     app.register_error_handler(HTTPException, lambda e: _answer(e.code or 500, status="error", reason=e.description))
     return app

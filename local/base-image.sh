@@ -75,10 +75,11 @@ build_tarball() {
     mv "$BASE_CACHE/$hash.tar.tmp" "$BASE_CACHE/$hash.tar"
 }
 
-# tar_python TAR: the upstream Python version recorded in the rootfs's dpkg database.
+# tar_python TAR: the upstream Python version recorded in the rootfs's dpkg database (awk reads
+# to the end: an early exit would kill tar with SIGPIPE, fatal under pipefail).
 tar_python() {
     tar -xOf "$1" ./var/lib/dpkg/status \
-        | awk '/^Package: python3-minimal$/{f=1} f && /^Version:/{print $2; exit}' \
+        | awk '/^Package: python3-minimal$/{f=1} f && /^Version:/{v=$2; f=0} END{print v}' \
         | sed 's/-.*//'
 }
 

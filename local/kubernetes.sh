@@ -21,16 +21,31 @@ KUBELET_ROOT="$PART_DIR/kubelet"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 BIN=""
 
-# Ports each component listens on (all on 127.0.0.1), checked before anything starts.
+# Ports each component listens on (all on 127.0.0.1), checked before anything starts; only etcd's
+# and the apiserver's can move (a second kubelet on the same dockerd would fight over its pods).
 component_ports() {
     case "$1" in
-        etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
-        kube-apiserver) echo "$API_PORT" ;;
+        etcd) echo "$ETCD_PORT:AISHIP_KUBE_ETCD_PORT $ETCD_PEER_PORT:AISHIP_KUBE_ETCD_PORT" ;;
+        kube-apiserver) echo "$API_PORT:AISHIP_KUBE_API_PORT" ;;
         kube-controller-manager) echo 10257 ;;
         kube-scheduler) echo 10259 ;;
         kubelet) echo "10250 10248" ;;
         kube-proxy) echo "10249 10256" ;;
     esac
+}
+
+# require_ports_free: every port of every component we are about to start, before starting any.
+require_ports_free() {
+    local c p owner
+    for c in "${COMPONENTS[@]}"; do
+        running "$c" && continue
+        for p in $(component_ports "$c"); do
+            if [[ "$p" == *:* ]]; then require_port_free "${p%%:*}" "${p#*:}"; continue; fi
+            [[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]] && continue
+            owner="$(port_owner "$p")"
+            die "port $p on 127.0.0.1, needed by $c, is taken by another program (${owner:-unknown}); stop that program (another Kubernetes on this machine?) and retry"
+        done
+    done
 }
 
 kubectl_admin() { "$BIN/kubectl" --kubeconfig "$PART_DIR/kubeconfig" --request-timeout=5s "$@"; }
@@ -103,8 +118,9 @@ start_controllers() {
 # --fail-swap-on=false, relaxed --eviction-hard: a developer machine, not a dedicated node.
 # --image-gc-high-threshold 100: dockerd is shared with the image builder; the kubelet must never
 #   delete the base image, the pause image or images being built.
-# --address/--node-ip 127.0.0.1 and our CA: the kubelet API is reachable only locally, only by the
-#   apiserver's client certificate.
+# --node-ip/--address docker0's address: the kubelet refuses a loopback node IP, and the machine's
+#   external address would expose the kubelet API; docker0 is local and the apiserver reaches it.
+#   Only clients with a certificate from our CA (the apiserver) get in.
 start_kubelet() {
     mkdir -p "$KUBELET_ROOT" "$PART_DIR/dockershim" "$PART_DIR/kubelet-plugins"
     start_bg kubelet "$BIN/kubelet" \
@@ -117,7 +133,7 @@ start_kubelet() {
         --fail-swap-on=false --make-iptables-util-chains=false --oom-score-adj 0 \
         --eviction-hard 'memory.available<100Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%' \
         --image-gc-high-threshold 100 --image-gc-low-threshold 99 \
-        --address 127.0.0.1 --node-ip 127.0.0.1 --read-only-port 0 --healthz-bind-address 127.0.0.1 \
+        --address "$NODE_IP" --node-ip "$NODE_IP" --read-only-port 0 --healthz-bind-address 127.0.0.1 \
         --tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key" \
         --client-ca-file "$PKI/ca.crt" --anonymous-auth=false --authorization-mode AlwaysAllow \
         --cluster-domain cluster.local
@@ -128,28 +144,27 @@ start_kubelet() {
 # --conntrack-max-per-core 0, --oom-score-adj 0: leave those kernel settings alone (refused here).
 # --cluster-cidr docker0's subnet: traffic from outside the pods to a Service gets masqueraded.
 start_proxy() {
-    local pods
-    pods="$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | head -1)"
     start_bg kube-proxy "$BIN/kube-proxy" \
         --kubeconfig "$PKI/kube-proxy.kubeconfig" --hostname-override "$NODE_NAME" \
-        --proxy-mode iptables --nodeport-addresses 127.0.0.0/8 ${pods:+--cluster-cidr "$pods"} \
+        --proxy-mode iptables --nodeport-addresses 127.0.0.0/8 --cluster-cidr "$POD_CIDR" \
         --conntrack-max-per-core 0 --oom-score-adj 0 \
-        --bind-address 127.0.0.1 --metrics-bind-address 127.0.0.1:10249 \
+        --bind-address "$NODE_IP" --metrics-bind-address 127.0.0.1:10249 \
         --healthz-bind-address 127.0.0.1:10256 --profiling=false
 }
 
 running() { [[ -n "$(pid_of "$PART_DIR/$1.pid")" ]]; }
 
 part_up() {
-    local c p started=0 t0=$SECONDS
+    local started=0 t0=$SECONDS
     bash "$AISHIP_ROOT/local/docker.sh" up
-    for c in "${COMPONENTS[@]}"; do
-        running "$c" && continue
-        for p in $(component_ports "$c"); do require_port_free "$p" "AISHIP_KUBE_API_PORT (or stop it)"; done
-    done
+    require_ports_free
+    apt_install ${AISHIP_KUBERNETES_APT_PACKAGES:-"${K8S_RUNTIME_PACKAGES[@]}"}
     k8s_build
     BIN="$(k8s_bin_dir)"
-    apt_install "${K8S_BUILD_PACKAGES[@]}"
+    # Pods get docker0 addresses (dockershim without CNI); the node is docker0's gateway address.
+    POD_CIDR="$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' | head -1)"
+    [[ -n "$POD_CIDR" ]] || die "dockerd has no docker0 bridge (ip addr show docker0); check dockerd with \`bash local/docker.sh status\` and its log"
+    NODE_IP="${POD_CIDR%/*}"
     pause_image
     pki_make
     running etcd || { start_etcd; started=1; }
@@ -158,7 +173,7 @@ part_up() {
     running kubelet || { start_kubelet; started=1; }
     running kube-proxy || { start_proxy; started=1; }
     wait_ready 120 "node $NODE_NAME (kubelet log: $PART_DIR/kubelet.log)" node_ready
-    ((started)) && log "node $NODE_NAME Ready in $((SECONDS - t0))s" || log "already running"
+    if ((started)); then log "node $NODE_NAME Ready in $((SECONDS - t0))s"; else log "already running"; fi
     log "kubeconfig: $PART_DIR/kubeconfig; NodePorts $NODEPORT_RANGE on 127.0.0.1"
 }
 

@@ -51,7 +51,7 @@ pid_of() {
 
 # port_owner PORT: prints "pid/name" of whatever listens on 127.0.0.1:PORT (or 0.0.0.0), if any.
 port_owner() {
-    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:((("\([^"]*\)",pid=\([0-9]*\).*/\2\/\1/p' | head -1
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\2\/\1/p' | head -1
 }
 
 # require_port_free PORT VAR: refuses to start when another program holds the port.

@@ -106,15 +106,30 @@ part_up() {
     log "ready at $ADDRESS (work pool $POOL, worker $WORKER_NAME)"
 }
 
-part_down() {
+# stop_worker: `prefect worker start` turns SIGTERM into one SIGINT to itself and then can idle
+# for minutes (seen with 3.9.1); a second SIGINT ends it. Then the usual TERM-then-KILL.
+stop_worker() {
+    local pid i sig
+    pid="$(pid_of "$WORKER_PID")"
+    if [[ -n "$pid" ]]; then
+        for sig in TERM INT; do
+            kill -"$sig" "$pid" 2>/dev/null || true
+            for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break 2; sleep 0.1; done
+        done
+    fi
     stop_pidfile "$WORKER_PID"
+}
+
+part_down() {
+    stop_worker
     stop_pidfile "$SERVER_PID"
 }
 
 part_status() {
     local pid
     pid="$(pid_of "$SERVER_PID")"
-    if [[ -n "$pid" ]]; then status_line running "$ADDRESS" "$pid" "$(prefect_version)"
+    # Running means server and worker: without the worker no deployment run ever starts.
+    if [[ -n "$pid" && -n "$(pid_of "$WORKER_PID")" ]]; then status_line running "$ADDRESS" "$pid" "$(prefect_version)"
     else status_line stopped "$ADDRESS" "" "$(prefect_version)"; fi
 }
 

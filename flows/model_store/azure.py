@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from flows.errors import ConfigurationError, ModelNotFoundError, ModelStoreError
-from flows.model_store.base import BaseModelStore
+from flows.errors import ModelNotFoundError, ModelStoreError
+from flows.model_store.base import BaseModelStore, load_block
 from flows.settings import Settings
 
 TIMEOUTS = {"connection_timeout": 10, "read_timeout": 60}
@@ -43,14 +43,7 @@ class AzureBlobModelStore(BaseModelStore):
         """The store for `settings.azure_container`, credentials from block `settings.azure_credentials_block`."""
         from prefect_azure import AzureBlobStorageCredentials
 
-        name = settings.azure_credentials_block
-        try:
-            block = AzureBlobStorageCredentials.load(name)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"Prefect block azure-blob-storage-credentials/{name} not found ({exc}); "
-                "create it with `aiship local up azurite` or set AISHIP_AZURE_CREDENTIALS_BLOCK"
-            ) from exc
+        block = load_block(AzureBlobStorageCredentials, settings.azure_credentials_block, "azurite")
         return cls(client_from_block(block), settings.azure_container)
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from flows.errors import ConfigurationError, ModelNotFoundError, ModelStoreError
-from flows.model_store.base import BaseModelStore
+from flows.model_store.base import BaseModelStore, load_block
 from flows.settings import Settings
 
 NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -30,16 +30,12 @@ class S3ModelStore(BaseModelStore):
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ModelStore:
         """The store for `settings.s3_bucket`, the client from block `settings.s3_credentials_block`."""
-        from flows.blocks import S3Credentials
-
-        name = settings.s3_credentials_block
         try:
-            block = S3Credentials.load(name)
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"Prefect block s3-credentials/{name} not found ({exc}); "
-                "create it with `aiship local up s3` or set AISHIP_S3_CREDENTIALS_BLOCK"
-            ) from exc
+            from flows.blocks import S3Credentials
+        except ImportError as exc:
+            raise ConfigurationError(f"the S3Credentials block type (flows/blocks.py) cannot be imported ({exc}); it comes with `aiship local up s3`") from exc
+
+        block = load_block(S3Credentials, settings.s3_credentials_block, "s3")
         return cls(block.get_client(), settings.s3_bucket)
 
     def __repr__(self) -> str:

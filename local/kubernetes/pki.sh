@@ -28,7 +28,7 @@ pki_cert() {
 
 # pki_token NAME: a random bearer token, made once.
 pki_token() {
-    [[ -s "$PKI/$1.token" ]] || openssl rand -hex 32 >"$PKI/$1.token"
+    [[ -s "$PKI/$1.token" ]] || (umask 077 && openssl rand -hex 32 >"$PKI/$1.token")
     cat "$PKI/$1.token"
 }
 
@@ -71,7 +71,10 @@ pki_make() {
     pki_cert apiserver kube-apiserver "" serverAuth \
         "IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     # The kubelet's serving certificate, so the apiserver can verify it (logs, exec, port-forward).
-    pki_cert kubelet "$NODE_NAME" "" serverAuth "IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
+    # It names the node IP (docker0's address), so a changed bridge address gets a new certificate.
+    if [[ -s "$PKI/kubelet.crt" ]] && ! openssl x509 -in "$PKI/kubelet.crt" -noout -ext subjectAltName \
+        | grep -q "IP Address:$NODE_IP,"; then rm -f "$PKI/kubelet.crt"; fi
+    pki_cert kubelet "$NODE_NAME" "" serverAuth "IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
     # The apiserver's client certificate towards the kubelet (the kubelet trusts only our CA).
     pki_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
     if [[ ! -s "$PKI/sa.key" ]]; then

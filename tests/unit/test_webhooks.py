@@ -226,11 +226,22 @@ def test_healthz(client):
     assert client.get("/healthz").json == {"status": "ok"}
 
 
-def test_logs_never_contain_the_secret(client, capsys):
-    post_github(client, push_body(), delivery="log-1")
-    post_github(client, push_body(), signature="sha256=" + "1" * 64)
-    client.post(f"/eventgrid?key={SECRET}", json=[blob_created("models/x/1/manifest.json")])
-    err = capsys.readouterr().err
+def test_logs_are_json_lines_without_the_secret(client):
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(webhooks.JsonLines())
+    webhooks.logger.addHandler(handler)
+    try:
+        post_github(client, push_body(), delivery="log-1")
+        post_github(client, push_body(), signature="sha256=" + "1" * 64)
+        client.post(f"/eventgrid?key={SECRET}", json=[blob_created("models/x/1/manifest.json")])
+    finally:
+        webhooks.logger.removeHandler(handler)
+    err = stream.getvalue()
+    assert [json.loads(line)["message"] for line in err.splitlines()] == ["emitted", "refused", "emitted"]
     assert '"delivery_id": "log-1"' in err  # the JSON lines are there...
     assert SECRET not in err  # ...and the secret is not, not even Event Grid's ?key=
 
@@ -387,8 +398,8 @@ def _claim_in_process(path: str, key: str, out) -> None:
 def test_delivery_log_claims_once_across_processes(tmp_path):
     path = str(tmp_path / "d.sqlite")
     webhooks.DeliveryLog(path)
-    queue = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_claim_in_process, args=(path, "k", queue)) for _ in range(6)]
+    queue = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_claim_in_process, args=(path, "k", queue)) for _ in range(6)]
     for p in procs:
         p.start()
     for p in procs:
@@ -426,3 +437,51 @@ def test_missing_secret_block_says_how_to_create_it(monkeypatch):
     monkeypatch.setattr(Secret, "load", classmethod(unknown))
     with pytest.raises(ConfigurationError, match="aiship-webhook-secret.*local/webhooks.sh up"):
         webhooks.load_secret("aiship-webhook-secret")
+
+
+def test_prefect_emitter_raises_when_the_server_does_not_answer():
+    # Port 9 (discard) has no listener here: a refused connection, like a stopped Prefect server.
+    emit = webhooks.prefect_emitter("http://127.0.0.1:9/api", timeout=2.0)
+    event = webhooks._event(("aiship.git.pushed", {"prefect.resource.id": "aiship.repo.a/b"}, {"sha": SHA}))
+    with pytest.raises(webhooks.EmitError, match="did not take the events.*aiship local up prefect"):
+        emit([event])
+
+
+@pytest.mark.parametrize("sha,repo", [("HEAD", "acme/shop"), ("main; rm -rf /", "acme/shop"), (SHA, "acme shop"), (SHA, "../../etc"), (12, "acme/shop")])
+def test_malformed_sha_or_repository_is_400(client, emitter, sha, repo):
+    body = json.dumps({"ref": "refs/heads/main", "after": sha, "repository": {"full_name": repo}, "pusher": {"name": "x"}}).encode()
+    response = post_github(client, body)
+    assert response.status_code == 400 and emitter.events == []
+
+
+def test_unexpected_resolver_error_is_503_and_retry_counts(client, emitter, resolver):
+    from flows.errors import ConfigurationError
+
+    event = blob_created("models/x/3/manifest.json", event_id="eg-4")
+    resolver.error = ConfigurationError("block 'azurite' not found")
+    assert client.post(f"/eventgrid?key={SECRET}", json=[event]).status_code == 503
+    resolver.error = None
+    assert client.post(f"/eventgrid?key={SECRET}", json=[event]).status_code == 200
+    assert len(emitter.events) == 1
+
+
+def test_eventgrid_event_in_progress_elsewhere_is_503(client, emitter, tmp_path):
+    webhooks.DeliveryLog(tmp_path / "deliveries.sqlite").claim("eventgrid:eg-5")  # another worker holds it
+    response = client.post(f"/eventgrid?key={SECRET}", json=[blob_created("models/x/3/manifest.json", event_id="eg-5")])
+    assert response.status_code == 503 and emitter.events == []
+
+
+def test_one_bad_event_in_a_batch_does_not_emit_half_the_batch(client, emitter, resolver):
+    first, second = blob_created("models/x/3/manifest.json", event_id="eg-6"), blob_created("models/y/1/manifest.json", event_id="eg-7")
+
+    def flaky(name, version):
+        if name == "y":
+            raise ModelStoreError("read failed") from TimeoutError("slow")
+        return FakeResolver()(name, version)
+
+    client.application.extensions["aiship_webhooks"]["resolve"] = flaky
+    assert client.post(f"/eventgrid?key={SECRET}", json=[first, second]).status_code == 503
+    assert emitter.events == []
+    client.application.extensions["aiship_webhooks"]["resolve"] = FakeResolver()
+    assert client.post(f"/eventgrid?key={SECRET}", json=[first, second]).status_code == 200
+    assert sorted(e.resource.id for e in emitter.events) == ["aiship.model.x.3", "aiship.model.y.1"]

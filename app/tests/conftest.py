@@ -1,0 +1,56 @@
+"""Fixtures for the app's own tests: a model trained once per session, and apps built from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.train import train
+
+
+def write_manifest(model_dir: Path, *, name: str = "test-model", version: int = 1) -> dict:
+    """Do what publishing does: model.json + the store's fields -> manifest.json."""
+    manifest = json.loads((model_dir / "model.json").read_text())
+    data = (model_dir / "model.skops").read_bytes()
+    manifest.update(name=name, version=version, file="model.skops",
+                    sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                    publisher="app-tests", published_at="2025-01-01T00:00:00Z")
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """model.skops + model.json + manifest.json, trained once."""
+    out = train(tmp_path_factory.mktemp("model"), seed=0)
+    write_manifest(out)
+    return out
+
+
+@pytest.fixture
+def model_dir(trained_dir, tmp_path) -> Path:
+    """A private copy a test may damage."""
+    dest = tmp_path / "model"
+    shutil.copytree(trained_dir, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def manifest(trained_dir) -> dict:
+    return json.loads((trained_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def app(trained_dir):
+    return create_app({"MODEL_DIR": str(trained_dir), "GIT_SHA": "abc123", "MAX_ROWS": 50,
+                       "MAX_CONTENT_LENGTH": 64 * 1024, "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,227 @@
+"""The Kubernetes calls of a rollout: apply objects, watch a Deployment, restore, scale, collect evidence.
+
+Every call retries what is transient (connection errors, timeouts, 5xx, 429) and fails fast on
+the rest; a refusal by the API server becomes a RolloutError naming the object.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from flows import environments as envs
+from flows.errors import RolloutError
+from flows.retry import call_with_retries
+
+PULL_SECRET = "aiship-registry"
+
+
+def _apis(api_client):
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None)
+
+
+def _refused(kind: str, ns: str, name: str, exc: Exception) -> RolloutError:
+    body = getattr(exc, "body", "") or ""
+    try:
+        body = json.loads(body).get("message", body)
+    except (ValueError, AttributeError):
+        pass
+    return RolloutError("ApplyRejected", f"the Kubernetes API refused {kind} {ns}/{name}: {_status(exc)} {body}; "
+                        "fix the manifest or settings and deliver again")
+
+
+def read_deployment(api_client, ns: str, name: str) -> dict[str, Any] | None:
+    """The Deployment as a dict (camelCase, as in YAML), or None when it does not exist."""
+    from kubernetes.client.exceptions import ApiException
+
+    _, apps = _apis(api_client)
+    try:
+        found = call_with_retries(lambda: apps.read_namespaced_deployment(name, ns), what=f"read Deployment {ns}/{name}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return api_client.sanitize_for_serialization(found)
+
+
+def _upsert(kind: str, ns: str, name: str, read, create, replace, body: dict[str, Any]) -> None:
+    """Creates `body`, or replaces the existing object (keeping fields the server owns via `replace(existing, body)`)."""
+    from kubernetes.client.exceptions import ApiException
+
+    def once() -> None:
+        try:
+            existing = read()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            create(body)
+            return
+        replace(existing, body)
+
+    try:
+        call_with_retries(once, what=f"apply {kind} {ns}/{name}")
+    except ApiException as exc:
+        if _status(exc) == 409:  # created or changed by someone else meanwhile: one more read-and-replace
+            call_with_retries(once, what=f"apply {kind} {ns}/{name}")
+            return
+        if _status(exc) is not None and _status(exc) < 500 and _status(exc) != 429:
+            raise _refused(kind, ns, name, exc) from exc
+        raise
+
+
+def apply(api_client, manifests, registry_block: str) -> None:
+    """Applies namespace, pull secret, Service and Deployment of one environment (create or replace)."""
+    core, apps = _apis(api_client)
+    ns = manifests.namespace["metadata"]["name"]
+    _upsert("Namespace", "", ns, lambda: core.read_namespace(ns), lambda b: core.create_namespace(b),
+            lambda old, b: None, manifests.namespace)  # an existing namespace is left as it is
+    ensure_pull_secret(api_client, ns, registry_block)
+    svc = manifests.service["metadata"]["name"]
+
+    def replace_service(old, body):
+        body = json.loads(json.dumps(body))
+        body["metadata"]["resourceVersion"] = old.metadata.resource_version
+        body["spec"]["clusterIP"] = old.spec.cluster_ip  # immutable once allocated
+        core.replace_namespaced_service(svc, ns, body)
+
+    _upsert("Service", ns, svc, lambda: core.read_namespaced_service(svc, ns),
+            lambda b: core.create_namespaced_service(ns, b), replace_service, manifests.service)
+    dep = manifests.deployment["metadata"]["name"]
+
+    def replace_deployment(old, body):
+        body = json.loads(json.dumps(body))
+        old_ann = old.metadata.annotations or {}
+        kept = {k: v for k, v in old_ann.items() if not k.startswith(envs.ANNOTATION_PREFIX)}
+        if old_ann.get(envs.DIGEST) == body["metadata"]["annotations"].get(envs.DIGEST) and old_ann.get(envs.DEPLOYED_AT):
+            kept[envs.DEPLOYED_AT] = old_ann[envs.DEPLOYED_AT]  # the same image again: it has served since then
+        body["metadata"]["annotations"] = {**body["metadata"]["annotations"], **kept}
+        body["metadata"]["resourceVersion"] = old.metadata.resource_version
+        apps.replace_namespaced_deployment(dep, ns, body)
+
+    _upsert("Deployment", ns, dep, lambda: apps.read_namespaced_deployment(dep, ns),
+            lambda b: apps.create_namespaced_deployment(ns, b), replace_deployment, manifests.deployment)
+
+
+def ensure_pull_secret(api_client, namespace: str, registry_block: str) -> None:
+    """Creates or updates Secret `aiship-registry` (dockerconfigjson) from the DockerRegistryCredentials block."""
+    try:
+        from flows.blocks import ensure_image_pull_secret
+    except ImportError:  # flows/blocks.py not there yet: do the same here
+        ensure_image_pull_secret = _ensure_pull_secret
+    ensure_image_pull_secret(api_client, namespace, registry_block)
+
+
+def _ensure_pull_secret(api_client, namespace: str, registry_block: str) -> None:
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    creds = DockerRegistryCredentials.load(registry_block, _sync=True)
+    password = creds.password.get_secret_value()  # unwrapped only for the Secret's body, never logged
+    auth = base64.b64encode(f"{creds.username}:{password}".encode()).decode()
+    config = {"auths": {creds.registry_url: {"username": creds.username, "password": password, "auth": auth}}}
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": PULL_SECRET, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "aiship"}},
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+    core, _ = _apis(api_client)
+    _upsert("Secret", namespace, PULL_SECRET, lambda: core.read_namespaced_secret(PULL_SECRET, namespace),
+            lambda b: core.create_namespaced_secret(namespace, b),
+            lambda old, b: core.replace_namespaced_secret(PULL_SECRET, namespace, b), body)
+
+
+def observe(api_client, ns: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Deployment and the pods of its newest ReplicaSet (the one its revision names), as dicts."""
+    core, _ = _apis(api_client)
+    deployment = read_deployment(api_client, ns, name)
+    if deployment is None:
+        raise RolloutError("DeploymentMissing", f"Deployment {ns}/{name} disappeared during the rollout; deliver again")
+    revision = (deployment["metadata"].get("annotations") or {}).get(envs.REVISION)
+    current = [rs for rs in envs.replica_sets(api_client, ns, name)
+               if (rs["metadata"].get("annotations") or {}).get(envs.REVISION) == revision]
+    if not current:
+        return deployment, []
+    hash_ = current[0]["metadata"]["labels"].get("pod-template-hash", "")
+    pods = call_with_retries(lambda: core.list_namespaced_pod(
+        ns, label_selector=f"app.kubernetes.io/name={name},pod-template-hash={hash_}"), what=f"list pods in {ns}")
+    return deployment, api_client.sanitize_for_serialization(pods)["items"]
+
+
+def wait(api_client, ns: str, name: str, limit: float, poll_seconds: float, since: str):
+    """Polls the Deployment until `judge` says complete or failed; returns (Verdict, Deployment dict)."""
+    from flows.rollout import judge
+
+    started = time.monotonic()
+    while True:
+        deployment, pods = observe(api_client, ns, name)
+        verdict = judge(deployment, pods, time.monotonic() - started, limit, since)
+        if verdict.state != "progressing":
+            return verdict, deployment
+        time.sleep(poll_seconds)
+
+
+def restore(api_client, ns: str, name: str, previous, replicas: int) -> None:
+    """Re-applies the pod template and `io.aiship/*` annotations that served before (a `rollout undo`)."""
+    _, apps = _apis(api_client)
+
+    def once() -> None:
+        body = read_deployment(api_client, ns, name)
+        kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(envs.ANNOTATION_PREFIX)}
+        body["metadata"]["annotations"] = {**kept, **previous.annotations}
+        body["spec"]["template"] = previous.template
+        body["spec"]["replicas"] = replicas
+        body.pop("status", None)
+        apps.replace_namespaced_deployment(name, ns, body)
+
+    call_with_retries(once, what=f"restore Deployment {ns}/{name}")
+
+
+def mark_failed(api_client, ns: str, name: str, reason: str) -> None:
+    """Annotates the ReplicaSet of the failed revision, so that it never counts as "served before"."""
+    deployment = read_deployment(api_client, ns, name)
+    revision = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(envs.REVISION)
+    _, apps = _apis(api_client)
+    for rs in envs.replica_sets(api_client, ns, name):
+        if (rs["metadata"].get("annotations") or {}).get(envs.REVISION) == revision:
+            patch = {"metadata": {"annotations": {envs.FAILED_REVISION: revision, envs.FAILED_REASON: reason}}}
+            call_with_retries(lambda: apps.patch_namespaced_replica_set(rs["metadata"]["name"], ns, patch),
+                              what=f"annotate ReplicaSet {ns}/{rs['metadata']['name']}")
+
+
+def scale(api_client, ns: str, name: str, replicas: int) -> None:
+    """Sets the Deployment's replicas (zero after a first rollout that failed)."""
+    _, apps = _apis(api_client)
+    call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, {"spec": {"replicas": replicas}}),
+                      what=f"scale Deployment {ns}/{name}")
+
+
+def failure_details(api_client, ns: str, pod_names: tuple[str, ...], max_pods: int = 2) -> str:
+    """The last events and log lines of the failing pods, as text for RolloutError.details."""
+    core, _ = _apis(api_client)
+    parts = []
+    for pod in pod_names[:max_pods]:
+        try:
+            events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={pod}").items
+        except Exception as exc:  # evidence is best effort: the error itself must still be raised
+            events, parts = [], parts + [f"(events of {pod} unreadable: {exc})"]
+        events = sorted(events, key=lambda e: str(e.last_timestamp or e.event_time or ""))[-8:]
+        lines = [f"  {e.last_timestamp} {e.type} {e.reason}: {(e.message or '').strip()}" for e in events]
+        parts.append(f"events of pod {pod}:\n" + ("\n".join(lines) or "  (none)"))
+        parts.append(f"last log lines of pod {pod}:\n" + _logs(core, ns, pod))
+    return "\n".join(parts)
+
+
+def _logs(core, ns: str, pod: str) -> str:
+    for previous in (True, False):  # a crashed container's own words are in the previous instance
+        try:
+            text = core.read_namespaced_pod_log(pod, ns, container="app", tail_lines=20, previous=previous)
+        except Exception:  # no previous instance, or the image never started
+            continue
+        if text:
+            return "\n".join("  " + line for line in text.splitlines())
+    return "  (no log: the container never started)"

@@ -1,0 +1,252 @@
+"""Stage 4: push the smoke-tested image and take the digest the registry reports.
+
+Everything after the push uses `repo@sha256:…`: `PushedImage` refuses any other reference.
+Before building, `find_existing` asks the registry (distribution API) whether an image for the
+same git SHA and model sha256 is already there, so the same inputs are never built twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect import task
+
+from flows.errors import ConfigurationError, ImagePushError
+from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION
+from flows.retry import retry_condition
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MANIFEST_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+))
+EXISTING_STATUSES = frozenset({"Layer already exists"})
+# Daemon messages that mean "try again later": the network or the registry hiccupped.
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|broken pipe|\bEOF\b|timeout|timed out|no route to host"
+    r"|TLS handshake|service unavailable|bad gateway|gateway timeout|too many requests"
+    r"|\b(429|500|502|503|504)\b|received unexpected HTTP status: 5\d\d",
+    re.IGNORECASE,
+)
+_NOT_TRANSIENT = re.compile(r"unauthorized|denied|authentication required|name unknown|manifest invalid", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image in the registry, addressed by digest: `ref` is always `<repo>@sha256:<64 hex>`."""
+
+    ref: str
+    digest: str
+    tag: str
+    layers_pushed: tuple[str, ...] = ()
+    layers_existing: tuple[str, ...] = ()
+    bytes_pushed: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        repo, sep, digest = self.ref.partition("@")
+        if not sep or not repo or not DIGEST.match(digest):
+            raise ImagePushError(f"image reference {self.ref!r} is not pinned by digest; expected <repo>@sha256:<64 hex>")
+        if digest != self.digest:
+            raise ImagePushError(f"image reference {self.ref!r} does not carry its digest {self.digest!r}")
+
+    @property
+    def repository(self) -> str:
+        """The repository part of the reference (`127.0.0.1:5000/aiship-app`)."""
+        return self.ref.partition("@")[0]
+
+
+@dataclass
+class PushProgress:
+    """What the daemon's push stream said: per-layer final statuses, bytes, digest, error."""
+
+    layers: dict[str, str] = field(default_factory=dict)
+    layer_bytes: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
+    error: str = ""
+
+    def feed(self, chunk: dict[str, Any]) -> str | None:
+        """Takes one decoded chunk; returns a line worth logging (final layer statuses, errors)."""
+        if "error" in chunk or "errorDetail" in chunk:
+            self.error = (chunk.get("errorDetail") or {}).get("message") or str(chunk.get("error", ""))
+            return f"ERROR: {self.error}"
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("Digest"):
+            self.digest = aux["Digest"]
+            return None
+        status, layer = str(chunk.get("status", "")), chunk.get("id")
+        if layer and status == "Pushing":
+            total = (chunk.get("progressDetail") or {}).get("total") or 0
+            self.layer_bytes[layer] = max(self.layer_bytes.get(layer, 0), int(total))
+            return None
+        if layer and (status in ("Pushed", "Layer already exists") or status.startswith("Mounted from")):
+            self.layers[layer] = "existing" if status != "Pushed" else "pushed"
+            return f"{layer}: {status}"
+        if not layer and status:
+            return status
+        return None
+
+    @property
+    def pushed(self) -> tuple[str, ...]:
+        return tuple(layer for layer, s in self.layers.items() if s == "pushed")
+
+    @property
+    def existing(self) -> tuple[str, ...]:
+        return tuple(layer for layer, s in self.layers.items() if s == "existing")
+
+
+def is_transient_message(message: str) -> bool:
+    """True when a daemon/registry error message means the same push may succeed later."""
+    return bool(_TRANSIENT.search(message)) and not _NOT_TRANSIENT.search(message)
+
+
+def push_error(repo: str, tag: str, message: str) -> ImagePushError:
+    """An ImagePushError whose cause marks it transient (flows.retry follows `__cause__`) or not."""
+    transient = is_transient_message(message)
+    hint = ("the registry may be down or busy; the push is retried" if transient
+            else "check the registry credentials block and the repository name")
+    error = ImagePushError(f"push of {repo}:{tag} failed: {message}; {hint}")
+    if transient:
+        error.__cause__ = ConnectionError(message)
+    return error
+
+
+# ---------------------------------------------------------------- push
+
+
+def auth_config(credentials: Any) -> dict[str, str]:
+    """The SDK's auth_config from a DockerRegistryCredentials block; the secret is unwrapped only here."""
+    return {"username": credentials.username, "password": credentials.password.get_secret_value(),
+            "serveraddress": credentials.registry_url}
+
+
+def push(client: Any, repo: str, tag: str, credentials: Any, log: Any = None) -> PushedImage:
+    """Pushes `repo:tag`; returns the registry's digest and which layers were uploaded vs already there."""
+    import docker.errors
+    import requests.exceptions
+
+    started = time.monotonic()
+    progress = PushProgress()
+    try:
+        for chunk in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth_config(credentials)):
+            line = progress.feed(chunk)
+            if line and log is not None:
+                log.info("docker push: %s", line)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise push_error(repo, tag, f"{type(exc).__name__}: {exc}") from exc
+    if progress.error:
+        raise push_error(repo, tag, progress.error)
+    if not DIGEST.match(progress.digest):
+        raise push_error(repo, tag, "the push stream reported no digest")
+    sizes = progress.layer_bytes
+    return PushedImage(
+        ref=f"{repo}@{progress.digest}", digest=progress.digest, tag=tag,
+        layers_pushed=progress.pushed, layers_existing=progress.existing,
+        bytes_pushed=sum(sizes.get(layer, 0) for layer in progress.pushed),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+# ---------------------------------------------------------------- what is already there
+
+
+def ca_bundle(registry_host: str) -> str | bool:
+    """dockerd's CA for this registry (`/etc/docker/certs.d/<host>/ca.crt`), else the system's CAs."""
+    path = Path("/etc/docker/certs.d") / registry_host / "ca.crt"
+    return str(path) if path.is_file() else True
+
+
+def _bearer(http: httpx.Client, challenge: str, user: str, password: str) -> str:
+    """A token for a `Bearer realm=…,service=…,scope=…` challenge (ACR); registry:2 uses Basic."""
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    realm = params.pop("realm")
+    response = http.get(realm, params=params, auth=(user, password))
+    response.raise_for_status()
+    body = response.json()
+    return body.get("token") or body["access_token"]
+
+
+def _get(http: httpx.Client, url: str, credentials: Any, headers: dict[str, str]) -> httpx.Response:
+    secret = credentials.password.get_secret_value()
+    response = http.get(url, headers=headers, auth=(credentials.username, secret))
+    challenge = response.headers.get("www-authenticate", "")
+    if response.status_code == 401 and challenge.lower().startswith("bearer"):
+        token = _bearer(http, challenge, credentials.username, secret)
+        response = http.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
+    return response
+
+
+def find_existing(repo: str, tag: str, expected_labels: dict[str, str], credentials: Any,
+                  timeout: float = 30.0) -> PushedImage | None:
+    """The image already pushed as `repo:tag` when its config labels name the same git SHA and model sha256.
+
+    None when the tag is absent, or names other inputs (then the build goes ahead and re-tags).
+    """
+    host, _, name = repo.partition("/")
+    base = f"https://{host}/v2/{name}"
+    with httpx.Client(verify=ca_bundle(host), timeout=timeout, follow_redirects=True) as http:
+        response = _get(http, f"{base}/manifests/{tag}", credentials, {"Accept": MANIFEST_TYPES})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise push_error(repo, tag, f"GET manifest answered HTTP {response.status_code}: {response.text[:200]}")
+        digest = response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
+        config_digest = response.json()["config"]["digest"]
+        blob = _get(http, f"{base}/blobs/{config_digest}", credentials, {})
+        if blob.status_code != 200:
+            raise push_error(repo, tag, f"GET config blob {config_digest} answered HTTP {blob.status_code}")
+        labels = (json.loads(blob.content).get("config") or {}).get("Labels") or {}
+    wanted = {k: expected_labels[k] for k in (LABEL_REVISION, LABEL_MODEL_SHA256)}
+    if any(labels.get(k) != v for k, v in wanted.items()):
+        return None
+    return PushedImage(ref=f"{repo}@{digest}", digest=digest, tag=tag)
+
+
+def load_credentials(block_name: str) -> Any:
+    """The DockerRegistryCredentials block `block_name`, or ConfigurationError saying how to create it."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    try:
+        return DockerRegistryCredentials.load(block_name)
+    except ValueError as exc:  # Prefect raises ValueError for a block that does not exist
+        raise ConfigurationError(
+            f"registry credentials block {block_name!r} not found ({exc}); create it with `aiship local up registry` "
+            "or set AISHIP_REGISTRY_CREDENTIALS_BLOCK"
+        ) from exc
+
+
+# ---------------------------------------------------------------- the task
+
+
+@task(name="push-image", retries=4, retry_delay_seconds=[2, 5, 10, 20], retry_condition_fn=retry_condition)
+def push_image(built: Any, settings: Any) -> PushedImage:
+    """Pushes the smoke-tested image and returns it pinned by the digest the registry reports.
+
+    Retries (2, 5, 10, 20 s) only transient failures: connection refused/reset, EOF, timeouts,
+    5xx, 429. A refused login or an unknown repository fails at once.
+
+    Args:
+        built: the image built and smoke-tested (`flows.image.BuiltImage`).
+        settings: aiship's settings (the credentials block's name).
+
+    Returns:
+        `PushedImage` with `ref="<registry>/<app>@sha256:…"` and the layers uploaded vs already present.
+    """
+    from prefect import get_run_logger
+
+    from flows.image import docker_client
+
+    repo, _, tag = built.tag.rpartition(":")
+    credentials = load_credentials(settings.registry_credentials_block)
+    client = docker_client()
+    try:
+        return push(client, repo, tag, credentials, log=get_run_logger())
+    finally:
+        client.close()

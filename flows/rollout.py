@@ -1,0 +1,325 @@
+"""Stage 5: roll an image, pinned by digest, out to one environment, and undo it by itself on failure.
+
+The Deployment and Service come from the templates in `deployments/`. Before applying, the pod
+template that serves now is remembered; when the new one fails (progress deadline exceeded, crash
+loop, image pull error, readiness never true) that template is re-applied (the Python client has
+no `rollout undo`) and the rollout ends in a RolloutError saying what failed and what was
+restored. With nothing to go back to, the failed Deployment is scaled to zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import jinja2
+import yaml
+from prefect import get_run_logger, task
+
+from flows import environments as envs
+from flows import kube
+from flows.environments import ReleaseInfo, app_image, require_pinned
+from flows.errors import RolloutError
+from flows.retry import backoff_delays, retry_condition
+from flows.settings import REPO_ROOT, Environment, Settings
+
+CONTAINER_PORT = 8080
+TEMPLATES = REPO_ROOT / "deployments"
+# Waiting reasons of a new pod's container that no amount of waiting fixes, mapped to the reason token.
+FAILING_WAITING = {
+    "CrashLoopBackOff": "CrashLoopBackOff",
+    "ImagePullBackOff": "ImagePullBackOff",
+    "ErrImagePull": "ImagePullBackOff",  # the kubelet alternates the two for one cause
+    "InvalidImageName": "InvalidImageName",
+    "CreateContainerConfigError": "CreateContainerConfigError",
+    "CreateContainerError": "CreateContainerError",
+    "RunContainerError": "RunContainerError",
+}
+
+# A pull that failed on the way (the registry restarting) may succeed on the kubelet's next try:
+# such a pod is left to the progress deadline instead of failing the rollout at once.
+_PULL_MAY_RECOVER = re.compile(r"connection refused|connection reset|i/o timeout|timeout exceeded|TLS handshake timeout"
+                               r"|no route to host|\b50[234]\b|Service Unavailable|Bad Gateway", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """The rendered objects of one environment, as dicts the Kubernetes client accepts."""
+
+    namespace: dict[str, Any]
+    service: dict[str, Any]
+    deployment: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """A rollout that completed: what serves now in which environment, and what served before."""
+
+    environment: str
+    namespace: str
+    ref: str
+    digest: str
+    previous_digest: str | None
+    seconds: float
+    pods_ready: int
+    address: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a rollout stands: still progressing, complete, or failed with a reason token."""
+
+    state: Literal["progressing", "complete", "failed"]
+    reason: str = ""
+    message: str = ""
+    failing_pods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The pod template that served before a rollout, with the `io.aiship/*` annotations it served under."""
+
+    template: dict[str, Any]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """The digest of the image that served before."""
+        return envs.parse_annotations(self.annotations, app_image(self.template))["digest"]
+
+
+def render_manifests(release: ReleaseInfo, environment: Environment, settings: Settings, deployed_at: str) -> Manifests:
+    """Renders namespace, Service and Deployment for `release` in `environment` from `deployments/*.yaml`."""
+    require_pinned(release.ref)
+    labels = {"app.kubernetes.io/name": settings.app_name, "app.kubernetes.io/managed-by": "aiship",
+              "io.aiship/environment": environment.name}
+    env = [{"name": "AISHIP_APP_ENVIRONMENT", "value": environment.name}]
+    env += [{"name": k, "value": v} for k, v in sorted(environment.app_env.items()) if k != "AISHIP_APP_ENVIRONMENT"]
+    values = {
+        "app_name": settings.app_name, "namespace": environment.namespace, "labels": labels,
+        "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name},
+        "selector": {"app.kubernetes.io/name": settings.app_name}, "node_port": environment.node_port,
+        "replicas": environment.replicas, "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
+        "pod_annotations": release.annotations(),
+        "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at},
+        "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
+        "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": 1, "revision_history_limit": 10,
+        "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": CONTAINER_PORT,
+        "cpu_request": "100m", "memory_request": "256Mi", "cpu_limit": "1", "memory_limit": "768Mi",
+    }
+    loader = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                                autoescape=False, keep_trailing_newline=True)
+    docs = {name: yaml.safe_load(loader.get_template(f"{name}.yaml").render(values))
+            for name in ("namespace", "service", "deployment")}
+    return Manifests(**docs)
+
+
+def is_complete(deployment: dict[str, Any]) -> bool:
+    """True when the controller saw the latest spec and every pod runs it and is available (`kubectl rollout status`)."""
+    want = deployment["spec"].get("replicas", 1)
+    status = deployment.get("status") or {}
+    return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+            and status.get("updatedReplicas", 0) == want and status.get("replicas", 0) == want
+            and status.get("availableReplicas", 0) == want)
+
+
+def judge(deployment: dict[str, Any], new_pods: list[dict[str, Any]], elapsed: float, limit: float,
+          since: str = "") -> Verdict:
+    """Decides from the Deployment and its new pods whether a rollout is complete, still going, or failed.
+
+    Pods count only once the controller has seen the latest spec (before that, the "newest"
+    ReplicaSet is still the old one); a restart or a timeout counts only when it happened at or
+    after `since` ("YYYY-MM-DDTHH:MM:SS" in UTC, as the API's times start).
+    """
+    status = deployment.get("status") or {}
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return Verdict("progressing") if elapsed <= limit else Verdict(
+            "failed", "ProgressDeadlineExceeded", f"the Deployment controller did not act on the change in {limit:.0f} s")
+    for pod in new_pods:
+        name = pod["metadata"]["name"]
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if waiting.get("reason") in FAILING_WAITING and not _PULL_MAY_RECOVER.search(waiting.get("message", "")):
+                text = f"pod {name}: {waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": ")
+                if last:
+                    text += f" (restarts: {cs.get('restartCount', 0)}, last exit code {last.get('exitCode')})"
+                return Verdict("failed", FAILING_WAITING[waiting["reason"]], text, (name,))
+            if cs.get("restartCount", 0) > 0 and last and str(last.get("finishedAt") or "") >= since:  # exited once: the kubelet's back-off is only seconds away
+                return Verdict("failed", "CrashLoopBackOff", f"pod {name}: container {cs.get('name')} exited with "
+                               f"code {last.get('exitCode')} ({last.get('reason', '')}) and was restarted", (name,))
+    if is_complete(deployment):
+        return Verdict("complete")
+    for cond in status.get("conditions") or []:
+        fresh = str(cond.get("lastUpdateTime") or "") >= since  # an old timeout is kept as is after an undo
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded" and fresh:
+            return Verdict("failed", "ProgressDeadlineExceeded", _no_progress(deployment, new_pods),
+                           tuple(p["metadata"]["name"] for p in new_pods))
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return Verdict("failed", cond.get("reason") or "ReplicaFailure", cond.get("message", ""))
+    if elapsed > limit:  # the controller should have said so; this guards against a stalled controller
+        return Verdict("failed", "ProgressDeadlineExceeded", _no_progress(deployment, new_pods),
+                       tuple(p["metadata"]["name"] for p in new_pods))
+    return Verdict("progressing")
+
+
+def _no_progress(deployment: dict[str, Any], new_pods: list[dict[str, Any]]) -> str:
+    seconds = deployment["spec"].get("progressDeadlineSeconds", 600)
+    ready = sum(1 for p in new_pods for c in (p.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready" and c.get("status") == "True")
+    return f"made no progress in {seconds} s ({ready} of {len(new_pods)} new pods ever ready)"
+
+
+def find_previous(deployment: dict[str, Any] | None, replica_sets: list[dict[str, Any]], new_ref: str) -> Previous | None:
+    """The pod template that served before rolling out `new_ref`, or None when nothing served.
+
+    A complete Deployment serves its own template. One caught mid-rollout (a retried task, an
+    interrupted run) is served by the newest ReplicaSet of another image that still has
+    available pods; `replica_sets` come newest revision first.
+    """
+    if deployment is None or deployment["spec"].get("replicas", 0) == 0:
+        return None
+    if is_complete(deployment):
+        ann = deployment["metadata"].get("annotations") or {}
+        return Previous(_clean(deployment["spec"]["template"]), {k: v for k, v in ann.items() if k.startswith(envs.ANNOTATION_PREFIX)})
+    for rs in replica_sets:
+        template = rs["spec"]["template"]
+        if app_image(template) != new_ref and (rs.get("status") or {}).get("availableReplicas", 0) > 0:
+            ann = dict(template["metadata"].get("annotations") or {})
+            ann.setdefault(envs.DEPLOYED_AT, rs["metadata"].get("creationTimestamp", ""))
+            return Previous(_clean(template), {k: v for k, v in ann.items() if k.startswith(envs.ANNOTATION_PREFIX)})
+    return None
+
+
+def _clean(template: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a pod template without the ReplicaSet's hash label, ready to re-apply."""
+    copy = json.loads(json.dumps(template))
+    copy.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+    copy.get("metadata", {}).pop("creationTimestamp", None)
+    return copy
+
+
+def recovery(previous: Previous | None) -> Literal["rollback", "scale-to-zero"]:
+    """What undoes a failed rollout: re-apply what served before, or scale to zero when nothing did."""
+    return "rollback" if previous is not None else "scale-to-zero"
+
+
+def roll_out_release(api_client, release: ReleaseInfo, environment: Environment, settings: Settings,
+                     poll_seconds: float = 1.0) -> RolloutResult:
+    """Applies `release` to `environment`, waits until it serves; on failure restores what served before and raises."""
+    require_pinned(release.ref)
+    started = time.monotonic()
+    name, ns = settings.app_name, environment.namespace
+    deployed_at = _utc_now()
+    manifests = render_manifests(release, environment, settings, deployed_at)
+    current = kube.read_deployment(api_client, ns, name)
+    previous = find_previous(current, envs.replica_sets(api_client, ns, name) if current else [], release.ref)
+    _log().info("applying %s to %s/%s (serving before: %s)", release.ref, ns, name, previous.digest if previous else "nothing")
+    kube.apply(api_client, manifests, settings.registry_credentials_block)
+    # The controller's progress deadline restarts with each pod that becomes available; this outer
+    # limit only guards against a controller that stopped answering.
+    limit = settings.rollout_progress_deadline_seconds * (environment.replicas + 1) + 30
+    verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
+    if verdict.state == "complete":
+        ready = (deployment.get("status") or {}).get("readyReplicas", 0)
+        return RolloutResult(environment.name, ns, release.ref, release.digest, previous.digest if previous else None,
+                             round(time.monotonic() - started, 1), ready, envs.address(environment))
+    _log().warning("rollout of %s to %s failed: %s: %s; undoing it", release.digest, ns, verdict.reason, verdict.message)
+    details = kube.failure_details(api_client, ns, verdict.failing_pods)
+    kube.mark_failed(api_client, ns, name, verdict.reason)
+    if recovery(previous) == "scale-to-zero":
+        kube.scale(api_client, ns, name, 0)
+        raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
+                           f"was scaled to zero; fix the image and deliver again", details)
+    restored_at = _utc_now()[:19]
+    kube.restore(api_client, ns, name, previous, environment.replicas)
+    undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
+    if undo.state != "complete":
+        raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "
+                           f"({undo.reason}: {undo.message}); check `kubectl -n {ns} describe deployment {name}`", details)
+    return _raise_restored(verdict, previous, details)
+
+
+def _log():
+    """The Prefect run logger inside a flow or task run (so the UI shows it), else a plain logger."""
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("aiship.rollout")
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _raise_restored(verdict: Verdict, previous: Previous, details: str) -> RolloutResult:
+    ann = previous.annotations
+    what = f"git {ann.get(envs.GIT_SHA, '?')[:12]}, model {ann.get(envs.MODEL_NAME, '?')} v{ann.get(envs.MODEL_VERSION, '?')}"
+    raise RolloutError(verdict.reason, f"{verdict.message}; restored {previous.digest} ({what})", details)
+
+
+def _publish(markdown: str, key: str, description: str) -> None:
+    """Publishes a Markdown artifact when running inside a Prefect flow or task run; otherwise does nothing."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return
+    create_markdown_artifact(markdown=markdown, key=key, description=description)
+
+
+def result_markdown(result: RolloutResult) -> str:
+    """The rollout result as Markdown."""
+    return (f"### Rolled out to {result.environment}\n\n| field | value |\n|---|---|\n"
+            f"| image | `{result.ref}` |\n| previous digest | `{result.previous_digest or '—'}` |\n"
+            f"| pods ready | {result.pods_ready} |\n| seconds | {result.seconds} |\n| address | {result.address} |\n")
+
+
+@task(name="roll-out", retries=3, retry_delay_seconds=backoff_delays(4, first=2.0), retry_condition_fn=retry_condition)
+def roll_out(release: ReleaseInfo, environment: str | Environment = "staging", kubeconfig: str | None = None) -> RolloutResult:
+    """Rolls a digest-pinned image out to an environment and rolls back by itself when it fails.
+
+    Retried only for transient API errors (connection, timeout, 5xx, 429); a failed rollout is an
+    answer and raises RolloutError at once, after what served before is restored.
+
+    Args:
+        release: the image by digest and the git SHA and model it carries.
+        environment: an environment name from settings, or an Environment.
+        kubeconfig: a kubeconfig file to use instead of the KubernetesCredentials block.
+
+    Returns:
+        RolloutResult: what serves now, where, and what served before.
+    """
+    settings = Settings()
+    env = settings.environment(environment) if isinstance(environment, str) else environment
+    api_client = envs.kubernetes_client(settings, kubeconfig)
+    try:
+        return _roll_out_and_publish(api_client, release, env, settings)
+    finally:
+        api_client.close()
+
+
+def _roll_out_and_publish(api_client, release: ReleaseInfo, env: Environment, settings: Settings) -> RolloutResult:
+    key = f"rollout-{env.name}".lower().replace("_", "-")
+    try:
+        result = roll_out_release(api_client, release, env, settings)
+    except RolloutError as exc:
+        _publish(f"### Rollout to {env.name} failed\n\n**{exc.reason}**: {exc.message}\n\n```\n{exc.details[-3000:]}\n```\n",
+                 key, f"rollout of {release.digest} to {env.name} failed")
+        raise
+    _publish(result_markdown(result), key, f"rollout of {result.digest} to {env.name}")
+    try:
+        table = envs.serving(settings, api_client)
+    except Exception as exc:  # the rollout succeeded; a table we cannot read now must not fail it
+        _log().warning("could not read what serves where after the rollout: %s", exc)
+    else:
+        _publish(envs.serving_markdown(table), "what-serves-where", "what serves in each environment")
+    _log().info("%s serves in %s at %s (%s s)", result.digest, env.name, result.address, result.seconds)
+    return result

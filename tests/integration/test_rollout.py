@@ -1,0 +1,290 @@
+"""Rollouts on the real local cluster: an image by digest answers on its NodePort; a failure is undone by itself.
+
+Each module run gets its own uuid-named namespaces and a free NodePort in 16100-16179 (never
+staging's or production's), builds two tiny images from the local base image, pushes them to the
+local registry by digest, and deletes its namespaces at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import secrets
+import tarfile
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from flows import environments as envs
+from flows import kube
+from flows.environments import ReleaseInfo
+from flows.errors import RolloutError
+from flows.rollout import roll_out_release
+from flows.settings import Environment, Settings
+
+RUN = uuid.uuid4().hex[:8]
+REPO = "aiship-rollout-test"
+
+SERVER = r'''
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/version":
+            body, code = json.dumps({"mark": os.environ["MARK"], "env": os.environ.get("AISHIP_APP_ENVIRONMENT")}), 200
+        elif self.path in ("/readyz", "/healthz"):
+            body, code = "ok", 200
+        else:
+            body, code = "not found", 404
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+server.serve_forever()
+'''
+
+DOCKERFILE = """FROM aiship/base:bookworm-py311
+ARG MARK
+ENV MARK=$MARK
+COPY server.py /srv/server.py
+USER 65534
+EXPOSE 8080
+CMD ["python3", "/srv/server.py"]
+"""
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    # short deadlines keep the failure tests quick; the logic is the one staging uses
+    return Settings(rollout_progress_deadline_seconds=40, rollout_min_ready_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def api_client(settings):
+    """The cluster through the KubernetesCredentials block, or the local kubeconfig until that block exists."""
+    from kubernetes import client
+
+    kubeconfig = settings.state_dir / "kubernetes" / "kubeconfig"
+    try:
+        api = envs.kubernetes_client(settings)
+    except Exception:
+        if not kubeconfig.exists():
+            pytest.fail(f"no KubernetesCredentials block and no {kubeconfig}; start the cluster: `aiship local up kubernetes`")
+        api = envs.kubernetes_client(settings, kubeconfig)
+    try:
+        client.VersionApi(api).get_code()
+    except Exception as exc:
+        pytest.fail(f"the Kubernetes API does not answer ({exc}); start it: `aiship local up kubernetes`")
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def registry(settings) -> dict:
+    path = settings.state_dir / "registry" / "credentials.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing; start the registry: `aiship local up registry`")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def pull_secret(settings, registry):
+    """Uses the real `local-registry` block when it is there; else writes the same Secret from credentials.json."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    try:
+        DockerRegistryCredentials.load(settings.registry_credentials_block, _sync=True)
+        yield "block"
+        return
+    except Exception:
+        pass
+
+    class FileCreds:
+        username, registry_url = registry["username"], registry["registry_url"]
+        password = type("S", (), {"get_secret_value": staticmethod(lambda: registry["password"])})()
+
+    original = DockerRegistryCredentials.load
+    DockerRegistryCredentials.load = classmethod(lambda cls, name, **kw: FileCreds())
+    try:
+        yield "credentials.json"
+    finally:
+        DockerRegistryCredentials.load = original
+
+
+def build_and_push(docker_client, registry: dict, mark: str) -> str:
+    """Builds the tiny server image with MARK=`mark`, pushes it, and returns `repo@sha256:…` from the push stream."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", DOCKERFILE), ("server.py", SERVER)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    host = registry["registry_url"]
+    repo = f"{host}/{REPO}"
+    image, _ = docker_client.images.build(fileobj=context, custom_context=True, tag=f"{repo}:{RUN}-{mark}",
+                                          buildargs={"MARK": mark}, rm=True, labels={"io.aiship.test": RUN})
+    auth = {"username": registry["username"], "password": registry["password"]}
+    digest = None
+    for line in docker_client.api.push(repo, tag=f"{RUN}-{mark}", auth_config=auth, stream=True, decode=True):
+        if "error" in line:
+            pytest.fail(f"push of {repo}:{RUN}-{mark} failed: {line['error']}")
+        digest = (line.get("aux") or {}).get("Digest", digest)
+    assert digest, "the push stream reported no digest"
+    return f"{repo}@{digest}"
+
+
+@pytest.fixture(scope="module")
+def images(docker_client, registry) -> dict[str, str]:
+    return {mark: build_and_push(docker_client, registry, mark) for mark in ("v1", "v2")}
+
+
+def free_node_port(api_client) -> int:
+    from kubernetes import client
+
+    used = {p.node_port for s in client.CoreV1Api(api_client).list_service_for_all_namespaces().items
+            for p in (s.spec.ports or []) if p.node_port}
+    return random.choice(sorted(set(range(16100, 16180)) - used))
+
+
+@pytest.fixture(scope="module")
+def namespaces(api_client):
+    """Namespaces the tests create; deleted at the end, whatever happened."""
+    from kubernetes import client
+
+    made: list[str] = []
+    yield made
+    for ns in made:
+        try:
+            client.CoreV1Api(api_client).delete_namespace(ns)
+        except Exception:
+            pass
+
+
+def environment(api_client, namespaces, suffix: str) -> Environment:
+    ns = f"aiship-it-{RUN}-{suffix}"
+    namespaces.append(ns)
+    return Environment(name=f"it-{suffix}", namespace=ns, replicas=2, node_port=free_node_port(api_client))
+
+
+def release(ref: str, version: int) -> ReleaseInfo:
+    return ReleaseInfo(ref=ref, git_sha=secrets.token_hex(20), model_name="iris", model_version=version, model_sha256="e" * 64)
+
+
+def version_at(env: Environment) -> dict:
+    return httpx.get(f"http://127.0.0.1:{env.node_port}/version", timeout=5).json()
+
+
+@pytest.fixture(scope="module")
+def serving_env(api_client, namespaces, images, settings, pull_secret):
+    """An environment where v1 then v2 were rolled out; returns (environment, [result v1, result v2])."""
+    env = environment(api_client, namespaces, "a")
+    results = [roll_out_release(api_client, release(images[m], n), env, settings) for n, m in ((1, "v1"), (2, "v2"))]
+    return env, results
+
+
+def test_a_digest_rolls_out_and_answers_on_its_node_port(api_client, serving_env, images, settings):
+    env, (first, second) = serving_env
+    assert (first.ref, first.previous_digest) == (images["v1"], None)
+    assert (second.ref, second.previous_digest, second.pods_ready) == (images["v2"], first.digest, 2)
+    assert version_at(env) == {"mark": "v2", "env": env.name}
+    now = envs.serving_version(api_client, env, settings.app_name)
+    assert (now.digest, now.image, now.replicas_ready) == (second.digest, images["v2"], 2)
+    assert envs.previous_digests(api_client, env, settings.app_name) == [first.digest]
+
+
+def test_aiship_status_shows_the_digest(api_client, serving_env, settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    env, (_, second) = serving_env
+    monkeypatch.setenv("AISHIP_ENVIRONMENTS", json.dumps({env.name: env.model_dump()}))
+    args = ["status", env.name]
+    kubeconfig = settings.state_dir / "kubernetes" / "kubeconfig"
+    try:
+        envs.kubernetes_client(settings)
+    except Exception:
+        args += ["--kubeconfig", str(kubeconfig)]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert second.digest in out.output and f"http://127.0.0.1:{env.node_port}" in out.output and "2/2" in out.output
+
+
+class Load:
+    """Asks /version through the NodePort every 50 ms while a rollout runs; records every answer and failure."""
+
+    def __init__(self, env: Environment):
+        self.url, self.marks, self.failures, self._stop = f"http://127.0.0.1:{env.node_port}/version", [], [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._stop.is_set():
+                try:
+                    self.marks.append(http.get(self.url).json()["mark"])
+                except Exception as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_digest_that_does_not_exist_is_undone_and_the_previous_one_keeps_serving(api_client, serving_env, images, settings):
+    env, (_, second) = serving_env
+    missing = images["v2"].rsplit("@", 1)[0] + "@sha256:" + secrets.token_hex(32)
+    started = time.monotonic()
+    with Load(env) as load, pytest.raises(RolloutError) as caught:
+        roll_out_release(api_client, release(missing, 3), env, settings)
+    seconds = time.monotonic() - started
+    err = caught.value
+    assert err.reason == "ImagePullBackOff", str(err)
+    assert f"restored {second.digest}" in err.message
+    assert "Failed" in err.details or "pull" in err.details.lower(), err.details  # the kubelet's events came along
+    assert load.failures == [] and set(load.marks) == {"v2"} and len(load.marks) > 10
+    assert version_at(env)["mark"] == "v2"
+    now = envs.serving_version(api_client, env, settings.app_name)
+    assert now.digest == second.digest and now.replicas_ready == 2
+    # the failed release really ran (a ReplicaSet of it exists), and never counts as "served before"
+    rs_images = [envs.app_image(rs["spec"]["template"]) for rs in envs.replica_sets(api_client, env.namespace, settings.app_name)]
+    assert missing in rs_images
+    assert missing.rsplit("@", 1)[1] not in envs.previous_digests(api_client, env, settings.app_name)
+    print(f"\nImagePullBackOff detected and undone in {seconds:.1f} s")
+
+
+def test_the_same_digest_again_changes_nothing(api_client, serving_env, images, settings):
+    env, (_, second) = serving_env
+    result = roll_out_release(api_client, release(images["v2"], 2), env, settings)
+    assert result.digest == second.digest and result.previous_digest == second.digest and result.seconds < 10
+
+
+def test_a_failed_first_rollout_is_scaled_to_zero(api_client, namespaces, settings, images, pull_secret):
+    from kubernetes import client
+
+    env = environment(api_client, namespaces, "b")
+    missing = images["v1"].rsplit("@", 1)[0] + "@sha256:" + secrets.token_hex(32)
+    with pytest.raises(RolloutError, match="scaled to zero") as caught:
+        roll_out_release(api_client, release(missing, 1), env, settings)
+    assert caught.value.reason == "ImagePullBackOff"
+    dep = client.AppsV1Api(api_client).read_namespaced_deployment(settings.app_name, env.namespace)
+    assert dep.spec.replicas == 0
+    assert envs.serving_version(api_client, env, settings.app_name) is None

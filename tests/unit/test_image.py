@@ -1,0 +1,198 @@
+"""Unit tests of flows.image and flows.wheels: tag, labels, build context, build-stream parsing."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from flows import image, wheels
+from flows.errors import ImageBuildError
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def model_inputs(tmp_path: Path, name: str = "iris", version: int = 7) -> image.ModelInputs:
+    model = tmp_path / "store" / "model.skops"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes(b"PK model bytes")
+    manifest = model.parent / "manifest.json"
+    manifest.write_text('{"name": "iris"}')
+    return image.ModelInputs(name, version, "ab" * 32, model, manifest)
+
+
+def test_tag_is_registry_app_sha12_model_version():
+    assert image.image_tag("127.0.0.1:5000", "aiship-app", SHA, "iris", 7) == "127.0.0.1:5000/aiship-app:0123456789ab-iris-v7"
+
+
+def test_tag_refuses_a_non_hex_sha():
+    with pytest.raises(ImageBuildError, match="not hex"):
+        image.image_tag("r", "a", "main", "iris", 1)
+
+
+def test_labels_carry_sha_commit_time_in_utc_and_model(tmp_path):
+    committed = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
+    labels = image.image_labels(SHA, committed, "https://example.com/app.git", model_inputs(tmp_path))
+    assert labels == {
+        "org.opencontainers.image.revision": SHA,
+        "org.opencontainers.image.created": "2024-05-01T12:00:00Z",
+        "org.opencontainers.image.source": "https://example.com/app.git",
+        "org.opencontainers.image.version": "0123456789ab-iris-v7",
+        "io.aiship.model.name": "iris",
+        "io.aiship.model.version": "7",
+        "io.aiship.model.sha256": "ab" * 32,
+    }
+
+
+def test_labels_are_the_same_for_the_same_inputs(tmp_path):
+    committed = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    m = model_inputs(tmp_path)
+    assert image.image_labels(SHA, committed, "u", m) == image.image_labels(SHA, committed, "u", m)
+
+
+def test_naive_commit_time_is_refused(tmp_path):
+    with pytest.raises(ImageBuildError, match="no timezone"):
+        image.image_labels(SHA, datetime(2024, 5, 1), "u", model_inputs(tmp_path))
+
+
+def source_tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "app" / "__pycache__").mkdir(parents=True)
+    (src / "app" / "tests").mkdir()
+    (src / ".git").mkdir()
+    (src / "Dockerfile").write_text("FROM scratch\n")
+    (src / "app" / "__init__.py").write_text("")
+    (src / "app" / "__pycache__" / "x.pyc").write_bytes(b"x")
+    (src / "app" / "tests" / "test_x.py").write_text("")
+    (src / ".git" / "HEAD").write_text("ref")
+    (src / "README.md").write_text("docs")
+    (src / ".dockerignore").write_text((Path(__file__).parents[2] / ".dockerignore").read_text())
+    return src
+
+
+def wheelhouse(tmp_path: Path) -> Path:
+    w = tmp_path / "wheels"
+    w.mkdir()
+    (w / "flask-3.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (w / "requirements.txt").write_text("flask==3.1.0\n")
+    (w / ".complete").write_text("k")
+    return w
+
+
+def test_context_is_dockerignore_filtered_source_plus_wheels_and_model(tmp_path):
+    members = dict(image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path)))
+    assert sorted(members) == [
+        ".dockerignore", "Dockerfile", "app/__init__.py",
+        "model/manifest.json", "model/model.skops",
+        "wheels/flask-3.1.0-py3-none-any.whl", "wheels/requirements.txt",
+    ]
+
+
+def test_context_without_dockerfile_is_refused(tmp_path):
+    src = source_tree(tmp_path)
+    (src / "Dockerfile").unlink()
+    with pytest.raises(ImageBuildError, match="no Dockerfile"):
+        image.context_members(src, wheelhouse(tmp_path), model_inputs(tmp_path))
+
+
+def test_written_context_is_a_tar_of_the_members_with_fixed_owner_and_time(tmp_path):
+    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
+    out = io.BytesIO()
+    image.write_context(members, out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        infos = tar.getmembers()
+        assert [i.name for i in infos] == [name for name, _ in members]
+        assert {(i.uid, i.gid, i.mtime) for i in infos} == {(0, 0, 0)}
+        assert tar.extractfile("model/model.skops").read() == b"PK model bytes"
+
+
+def test_streamed_context_equals_written_context(tmp_path):
+    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
+    expected = io.BytesIO()
+    image.write_context(members, expected)
+    reader, thread, errors = image.stream_context(members)
+    data = reader.read()
+    thread.join()
+    assert not errors and data == expected.getvalue()
+
+
+def test_linked_context_holds_the_same_files(tmp_path):
+    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
+    dest = image.link_context(members, tmp_path / "ctx")
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == [n for n, _ in members]
+
+
+SUCCESS_STREAM = [
+    {"stream": "Step 1/3 : FROM aiship/base:bookworm-py311"},
+    {"stream": "\n"},
+    {"stream": " ---> 1a2b3c4d5e6f\n"},
+    {"stream": "Step 2/3 : COPY app/ /srv/app/"},
+    {"stream": "\n"},
+    {"stream": " ---> Using cache\n"},
+    {"stream": " ---> 2b3c4d5e6f70\n"},
+    {"stream": "Step 3/3 : COPY model/ /opt/model/"},
+    {"stream": "\n"},
+    {"stream": " ---> 3c4d5e6f7081\n"},
+    {"aux": {"ID": "sha256:" + "c" * 64}},
+    {"stream": "Successfully built 3c4d5e6f7081\n"},
+]
+
+
+def test_build_stream_counts_steps_cache_hits_and_takes_the_image_id():
+    progress = image.BuildProgress()
+    lines = [progress.feed(c) for c in SUCCESS_STREAM]
+    assert progress.steps == 3 and progress.cached == 1
+    assert progress.image_id == "sha256:" + "c" * 64
+    assert "Step 2/3 : COPY app/ /srv/app/" in lines and not progress.error
+
+
+def test_build_stream_error_names_the_failing_step_and_the_daemon_message():
+    progress = image.BuildProgress()
+    for chunk in SUCCESS_STREAM[:4] + [
+        {"stream": "\n"},
+        {"errorDetail": {"message": "COPY failed: file not found in build context: stat app/: file does not exist"},
+         "error": "COPY failed: file not found"},
+    ]:
+        progress.feed(chunk)
+    message = image._failure_message("r/a:t", progress, "aiship/base:bookworm-py311")
+    assert "failed at Step 2/3 : COPY app/ /srv/app/" in message
+    assert "stat app/: file does not exist" in message
+
+
+def test_missing_base_image_message_says_how_to_build_it():
+    progress = image.BuildProgress()
+    progress.feed({"stream": "Step 1/3 : FROM aiship/base:bookworm-py311"})
+    progress.feed({"error": "pull access denied for aiship/base, repository does not exist"})
+    assert "aiship local up base-image" in image._failure_message("t", progress, "aiship/base:bookworm-py311")
+
+
+def test_requirements_key_changes_with_the_requirements(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("flask==3.1.0\n")
+    first = wheels.requirements_key(req)
+    req.write_text("flask==3.1.1\n")
+    assert wheels.requirements_key(req) != first and len(first) == 16
+
+
+def test_download_command_targets_the_image_python_only_binary(tmp_path):
+    cmd = wheels.download_command(tmp_path / "r.txt", tmp_path / "out", python="py")
+    assert cmd[:3] == ["py", "-m", "pip"] and "--only-binary=:all:" in cmd
+    assert cmd[cmd.index("--python-version") + 1] == "3.11" and "manylinux2014_x86_64" in cmd
+
+
+def test_prepare_wheels_reuses_a_complete_cache_entry(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("flask==3.1.0\n")
+    cached = tmp_path / "cache" / "wheels" / wheels.requirements_key(req)
+    cached.mkdir(parents=True)
+    (cached / wheels.COMPLETE_MARKER).write_text("x")
+    house = wheels.prepare_wheels(req, tmp_path / "cache")
+    assert house.cache_hit and house.path == cached
+
+
+def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
+    with pytest.raises(ImageBuildError, match="requirements.txt"):
+        wheels.prepare_wheels(tmp_path / "app" / "requirements.txt", tmp_path)

@@ -1,0 +1,115 @@
+"""Unit tests of flows.registry: PushedImage validation, push-stream parsing, transient errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from flows.errors import ImagePushError
+from flows.registry import PushedImage, PushProgress, auth_config, is_transient_message, push_error
+from flows.retry import is_transient
+
+DIGEST = "sha256:" + "d" * 64
+
+# Recorded from dockerd 20.10 pushing to registry 2.8 (ids shortened by the daemon itself).
+FIRST_PUSH = [
+    {"status": "The push refers to repository [127.0.0.1:5000/aiship-app]"},
+    {"status": "Preparing", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Preparing", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "Waiting", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "Pushing", "progressDetail": {"current": 512, "total": 2048}, "progress": "[==>  ]", "id": "5f70bf18a086"},
+    {"status": "Pushing", "progressDetail": {"current": 2048, "total": 2048}, "progress": "[=====]", "id": "5f70bf18a086"},
+    {"status": "Pushed", "progressDetail": {}, "id": "5f70bf18a086"},
+    {"status": "Pushing", "progressDetail": {"current": 100, "total": 4096}, "id": "a3ed95caeb02"},
+    {"status": "Pushed", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "0123456789ab-iris-v1: digest: " + DIGEST + " size: 739"},
+    {"progressDetail": {}, "aux": {"Tag": "0123456789ab-iris-v1", "Digest": DIGEST, "Size": 739}},
+]
+MODEL_ONLY_PUSH = [
+    {"status": "The push refers to repository [127.0.0.1:5000/aiship-app]"},
+    {"status": "Preparing", "progressDetail": {}, "id": "9c1e0f0b1d2e"},
+    {"status": "Preparing", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "Layer already exists", "progressDetail": {}, "id": "a3ed95caeb02"},
+    {"status": "Pushing", "progressDetail": {"current": 1000, "total": 1000}, "id": "9c1e0f0b1d2e"},
+    {"status": "Pushed", "progressDetail": {}, "id": "9c1e0f0b1d2e"},
+    {"progressDetail": {}, "aux": {"Tag": "0123456789ab-iris-v2", "Digest": DIGEST, "Size": 739}},
+]
+REGISTRY_DOWN = [
+    {"status": "The push refers to repository [127.0.0.1:5000/aiship-app]"},
+    {"errorDetail": {"message": "Get \"https://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused"},
+     "error": "Get \"https://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused"},
+]
+
+
+def feed(stream):
+    progress = PushProgress()
+    for chunk in stream:
+        progress.feed(chunk)
+    return progress
+
+
+def test_pushed_image_needs_a_digest_reference():
+    image = PushedImage(ref=f"127.0.0.1:5000/aiship-app@{DIGEST}", digest=DIGEST, tag="t")
+    assert image.repository == "127.0.0.1:5000/aiship-app"
+    for ref in ("127.0.0.1:5000/aiship-app:t", "127.0.0.1:5000/aiship-app@sha256:abc", f"@{DIGEST}"):
+        with pytest.raises(ImagePushError, match="not pinned by digest"):
+            PushedImage(ref=ref, digest=DIGEST, tag="t")
+
+
+def test_pushed_image_digest_must_be_the_references():
+    with pytest.raises(ImagePushError, match="does not carry"):
+        PushedImage(ref=f"r/a@{DIGEST}", digest="sha256:" + "e" * 64, tag="t")
+
+
+def test_first_push_uploads_every_layer_and_counts_bytes():
+    progress = feed(FIRST_PUSH)
+    assert progress.pushed == ("5f70bf18a086", "a3ed95caeb02") and progress.existing == ()
+    assert progress.digest == DIGEST and progress.layer_bytes == {"5f70bf18a086": 2048, "a3ed95caeb02": 4096}
+
+
+def test_model_only_push_uploads_one_layer():
+    progress = feed(MODEL_ONLY_PUSH)
+    assert progress.pushed == ("9c1e0f0b1d2e",) and progress.existing == ("a3ed95caeb02",)
+
+
+def test_mounted_layer_counts_as_existing():
+    progress = feed([{"status": "Mounted from other/repo", "progressDetail": {}, "id": "abc"}])
+    assert progress.existing == ("abc",)
+
+
+def test_error_line_is_kept_and_classified_transient():
+    progress = feed(REGISTRY_DOWN)
+    assert "connection refused" in progress.error and not progress.digest
+    error = push_error("127.0.0.1:5000/aiship-app", "t", progress.error)
+    assert isinstance(error, ImagePushError) and is_transient(error)
+    assert "127.0.0.1:5000/aiship-app:t" in str(error)
+
+
+@pytest.mark.parametrize("message", [
+    "Put https://r/v2/a/blobs/uploads/x: EOF",
+    "read tcp 127.0.0.1:1->127.0.0.1:5000: read: connection reset by peer",
+    "net/http: TLS handshake timeout",
+    "received unexpected HTTP status: 503 Service Unavailable",
+    "toomanyrequests: too many requests (HTTP 429)",
+    "dial tcp: i/o timeout",
+])
+def test_transient_messages(message):
+    assert is_transient_message(message) and is_transient(push_error("r/a", "t", message))
+
+
+@pytest.mark.parametrize("message", [
+    "unauthorized: authentication required",
+    "denied: requested access to the resource is denied",
+    "name unknown: repository name not known to registry",
+    "tag does not exist: r/a:t",
+])
+def test_answers_are_not_transient(message):
+    assert not is_transient_message(message) and not is_transient(push_error("r/a", "t", message))
+
+
+def test_auth_config_unwraps_the_secret_only_there():
+    class Creds:
+        username, password, registry_url = "u", SecretStr("s3cret"), "127.0.0.1:5000"
+
+    assert auth_config(Creds()) == {"username": "u", "password": "s3cret", "serveraddress": "127.0.0.1:5000"}
+    assert "s3cret" not in repr(Creds().password)

@@ -1,0 +1,320 @@
+"""Rollout's pure parts: manifest rendering, the verdict on a Deployment, what to restore, and the undo path."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import kube, rollout
+from flows.environments import DEPLOYED_AT, DIGEST, GIT_SHA, MODEL_VERSION, ReleaseInfo, require_pinned
+from flows.errors import RolloutError
+from flows.retry import is_transient
+from flows.rollout import Previous, find_previous, judge, recovery, render_manifests
+from flows.settings import Environment, Settings
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+REF1 = f"127.0.0.1:5000/aiship-app@{D1}"
+REF2 = f"127.0.0.1:5000/aiship-app@{D2}"
+ENV = Environment(name="test", namespace="aiship-test", replicas=2, node_port=16150, app_env={"AISHIP_APP_FLAG": "on"})
+
+
+def release(ref: str = REF2, version: int = 2) -> ReleaseInfo:
+    return ReleaseInfo(ref=ref, git_sha="a" * 40, model_name="iris", model_version=version, model_sha256="b" * 64)
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    return Settings(rollout_progress_deadline_seconds=45, rollout_min_ready_seconds=3)
+
+
+# --- refusing what is not pinned ---
+
+
+@pytest.mark.parametrize("ref", ["127.0.0.1:5000/aiship-app:v1", "aiship-app", "x@sha256:abc", ""])
+def test_a_reference_without_a_digest_is_refused(ref):
+    with pytest.raises(RolloutError) as caught:
+        release(ref)
+    assert caught.value.reason == "ImageNotPinned"
+    assert repr(ref) in str(caught.value)
+
+
+def test_roll_out_release_refuses_a_tag_before_calling_the_cluster(settings):
+    unpinned = object.__new__(ReleaseInfo)  # bypasses __post_init__, as a hand-made object could
+    object.__setattr__(unpinned, "ref", "127.0.0.1:5000/aiship-app:latest")
+    with pytest.raises(RolloutError, match="not pinned by digest"):
+        rollout.roll_out_release(None, unpinned, ENV, settings)  # None: any API call would fail differently
+
+
+def test_require_pinned_accepts_a_digest_reference():
+    assert require_pinned(REF1) == REF1
+
+
+# --- rendering ---
+
+
+def test_deployment_pins_the_image_and_carries_what_runs(settings):
+    m = render_manifests(release(), ENV, settings, "2024-05-01T10:00:00Z")
+    dep = m.deployment
+    pod = dep["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == REF2
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "aiship-registry"}]
+    assert dep["metadata"]["namespace"] == "aiship-test" and dep["spec"]["replicas"] == 2
+    assert pod["metadata"]["annotations"] == release().annotations()
+    assert pod["metadata"]["annotations"][DIGEST] == D2 and pod["metadata"]["annotations"][MODEL_VERSION] == "2"
+    # deployed-at only on the Deployment: re-delivering the same image must not restart the pods
+    assert DEPLOYED_AT not in pod["metadata"]["annotations"]
+    assert dep["metadata"]["annotations"][DEPLOYED_AT] == "2024-05-01T10:00:00Z"
+    assert dep["metadata"]["annotations"][GIT_SHA] == "a" * 40
+
+
+def test_deployment_rolls_without_losing_capacity(settings):
+    spec = render_manifests(release(), ENV, settings, "t").deployment["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert spec["progressDeadlineSeconds"] == 45 and spec["minReadySeconds"] == 3
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > 5
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "768Mi"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_the_manifest_sets_the_environment_for_the_app(settings):
+    container = render_manifests(release(), ENV, settings, "t").deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [{"name": "AISHIP_APP_ENVIRONMENT", "value": "test"},
+                                {"name": "AISHIP_APP_FLAG", "value": "on"}]
+
+
+def test_service_answers_on_the_environments_node_port(settings):
+    m = render_manifests(release(), ENV, settings, "t")
+    port = m.service["spec"]["ports"][0]
+    assert m.service["spec"]["type"] == "NodePort"
+    assert (port["nodePort"], port["targetPort"]) == (16150, "http")
+    assert m.service["spec"]["selector"] == m.deployment["spec"]["selector"]["matchLabels"]
+    assert m.namespace["metadata"]["name"] == "aiship-test"
+
+
+def test_a_value_cannot_break_the_yaml(settings):
+    odd = ReleaseInfo(REF1, git_sha="x: y\n- z", model_name='"quoted" # not a comment', model_version=1, model_sha256="{}")
+    pod = render_manifests(odd, ENV, settings, "t").deployment["spec"]["template"]
+    assert pod["metadata"]["annotations"][GIT_SHA] == "x: y\n- z"
+    assert pod["metadata"]["annotations"]["io.aiship/model-name"] == '"quoted" # not a comment'
+
+
+# --- the verdict ---
+
+
+def deployment(generation=2, observed=2, replicas=2, updated=2, total=2, available=2, conditions=()):
+    return {"metadata": {"generation": generation, "annotations": {}},
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": 45, "template": {}},
+            "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
+                       "availableReplicas": available, "conditions": list(conditions)}}
+
+
+def pod(name="p1", waiting=None, message="", restarts=0, finished="", ready=False):
+    status = {"name": "app", "restartCount": restarts, "state": {}, "lastState": {}}
+    if waiting:
+        status["state"] = {"waiting": {"reason": waiting, "message": message}}
+    if finished:
+        status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": finished}}
+    return {"metadata": {"name": name}, "status": {"containerStatuses": [status],
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_complete_when_every_replica_is_updated_and_available():
+    assert judge(deployment(), [pod(ready=True)], 1, 100).state == "complete"
+
+
+@pytest.mark.parametrize("overrides", [{"updated": 1}, {"total": 3}, {"available": 1}, {"observed": 1}])
+def test_progressing_until_then(overrides):
+    assert judge(deployment(**overrides), [], 1, 100).state == "progressing"
+
+
+def test_pods_are_not_judged_before_the_controller_saw_the_change():
+    # before observedGeneration catches up, the "newest" ReplicaSet is the old one: its history is not ours
+    assert judge(deployment(observed=1), [pod(waiting="CrashLoopBackOff")], 1, 100).state == "progressing"
+
+
+@pytest.mark.parametrize("waiting,token", [("ImagePullBackOff", "ImagePullBackOff"), ("ErrImagePull", "ImagePullBackOff"),
+                                           ("CrashLoopBackOff", "CrashLoopBackOff"), ("InvalidImageName", "InvalidImageName"),
+                                           ("CreateContainerConfigError", "CreateContainerConfigError")])
+def test_a_pod_that_cannot_recover_fails_the_rollout_at_once(waiting, token):
+    verdict = judge(deployment(updated=1, total=3, available=2), [pod("new-1", waiting, "manifest unknown")], 1, 100)
+    assert (verdict.state, verdict.reason, verdict.failing_pods) == ("failed", token, ("new-1",))
+    assert "manifest unknown" in verdict.message and "new-1" in verdict.message
+
+
+def test_a_pull_that_failed_on_the_way_is_given_time():
+    msg = 'Error response from daemon: Get "https://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused'
+    assert judge(deployment(updated=1, total=3), [pod("n", "ErrImagePull", msg)], 1, 100).state == "progressing"
+
+
+def test_a_restart_after_the_change_is_a_crash_loop():
+    verdict = judge(deployment(updated=1, total=3), [pod(restarts=1, finished="2024-05-01T10:00:07+00:00")], 1, 100,
+                    since="2024-05-01T10:00:00")
+    assert (verdict.state, verdict.reason) == ("failed", "CrashLoopBackOff")
+
+
+def test_a_restart_before_the_change_is_history():
+    verdict = judge(deployment(), [pod(restarts=3, finished="2024-04-01T10:00:07+00:00", ready=True)], 1, 100,
+                    since="2024-05-01T10:00:00")
+    assert verdict.state == "complete"
+
+
+def timed_out(at: str) -> dict:
+    return {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "lastUpdateTime": at}
+
+
+def test_the_controllers_progress_deadline_fails_the_rollout():
+    verdict = judge(deployment(updated=1, total=3, conditions=[timed_out("2024-05-01T10:01:30+00:00")]),
+                    [pod("n1", ready=False)], 90, 300, since="2024-05-01T10:00:00")
+    assert (verdict.state, verdict.reason) == ("failed", "ProgressDeadlineExceeded")
+    assert verdict.message.startswith("made no progress in 45 s") and verdict.failing_pods == ("n1",)
+
+
+def test_a_timeout_older_than_the_change_is_ignored():
+    # after an undo the controller keeps the old condition until it next updates the status
+    verdict = judge(deployment(updated=1, total=3, conditions=[timed_out("2024-05-01T09:00:00+00:00")]), [], 5, 300,
+                    since="2024-05-01T10:00:00")
+    assert verdict.state == "progressing"
+
+
+def test_our_own_clock_fails_a_rollout_the_controller_never_judges():
+    assert judge(deployment(updated=1, total=3), [], 301, 300).reason == "ProgressDeadlineExceeded"
+    assert judge(deployment(observed=1), [], 301, 300).state == "failed"
+
+
+# --- what served before, and what undoes a failure ---
+
+
+def template(ref: str, hash_: str | None = None, digest: str | None = None) -> dict:
+    labels = {"app.kubernetes.io/name": "aiship-app"} | ({"pod-template-hash": hash_} if hash_ else {})
+    ann = {DIGEST: digest or ref.rsplit("@", 1)[1], GIT_SHA: "c" * 40}
+    return {"metadata": {"labels": labels, "annotations": ann}, "spec": {"containers": [{"name": "app", "image": ref}]}}
+
+
+def with_template(dep: dict, tmpl: dict, annotations=None) -> dict:
+    dep["spec"]["template"] = tmpl
+    dep["metadata"]["annotations"] = annotations or {}
+    return dep
+
+
+def replica_set(ref: str, available: int, revision: int) -> dict:
+    return {"metadata": {"annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                         "creationTimestamp": "2024-05-01T09:00:00+00:00"},
+            "spec": {"template": template(ref, hash_="abc")}, "status": {"availableReplicas": available}}
+
+
+def test_nothing_served_before_a_first_rollout():
+    assert find_previous(None, [], REF2) is None
+    assert recovery(None) == "scale-to-zero"
+
+
+def test_a_deployment_scaled_to_zero_served_nothing():
+    assert find_previous(with_template(deployment(replicas=0, updated=0, total=0, available=0), template(REF1)), [], REF2) is None
+
+
+def test_a_complete_deployment_serves_its_own_template():
+    ann = {DIGEST: D1, DEPLOYED_AT: "2024-05-01T09:00:00Z", "deployment.kubernetes.io/revision": "3"}
+    prev = find_previous(with_template(deployment(), template(REF1), ann), [], REF2)
+    assert prev.digest == D1 and prev.template["spec"]["containers"][0]["image"] == REF1
+    assert prev.annotations == {DIGEST: D1, DEPLOYED_AT: "2024-05-01T09:00:00Z"}  # only ours
+    assert recovery(prev) == "rollback"
+
+
+def test_mid_rollout_the_newest_available_replica_set_of_another_image_served():
+    # e.g. the task is retried after a connection error while REF2 was rolling out
+    dep = with_template(deployment(updated=1, total=3, available=2), template(REF2))
+    sets = [replica_set(REF2, 0, 5), replica_set(REF1, 2, 4), replica_set("r@" + "sha256:" + "3" * 64, 0, 3)]
+    prev = find_previous(dep, sets, REF2)
+    assert prev.digest == D1
+    assert "pod-template-hash" not in prev.template["metadata"]["labels"]  # the controller adds it again
+    assert prev.annotations[DEPLOYED_AT] == "2024-05-01T09:00:00+00:00"
+
+
+def test_mid_rollout_with_nothing_available_nothing_served():
+    dep = with_template(deployment(updated=1, total=1, available=0), template(REF2))
+    assert find_previous(dep, [replica_set(REF2, 0, 2), replica_set(REF1, 0, 1)], REF2) is None
+
+
+# --- the undo path, with the cluster calls replaced ---
+
+
+class FakeKube:
+    """Records the calls `roll_out_release` makes, and answers the waits it is given."""
+
+    def __init__(self, monkeypatch, current, verdicts):
+        self.calls, self.verdicts = [], list(verdicts)
+        monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: current)
+        monkeypatch.setattr(rollout.envs, "replica_sets", lambda api, ns, name: [])
+        monkeypatch.setattr(kube, "apply", lambda api, m, block: self.calls.append(("apply", m.deployment["spec"]["template"]["spec"]["containers"][0]["image"])))
+        monkeypatch.setattr(kube, "wait", lambda *a: (self.verdicts.pop(0), deployment()))
+        monkeypatch.setattr(kube, "failure_details", lambda api, ns, pods: f"events of {pods}")
+        monkeypatch.setattr(kube, "restore", lambda api, ns, name, prev, n: self.calls.append(("restore", prev.digest, n)))
+        monkeypatch.setattr(kube, "mark_failed", lambda api, ns, name, reason: self.calls.append(("mark_failed", reason)))
+        monkeypatch.setattr(kube, "scale", lambda api, ns, name, n: self.calls.append(("scale", n)))
+
+
+SERVING_V1 = with_template(deployment(), template(REF1), {DIGEST: D1, GIT_SHA: "c" * 40, MODEL_VERSION: "1",
+                                                             "io.aiship/model-name": "iris"})
+PULL_FAILED = rollout.Verdict("failed", "ImagePullBackOff", "pod x: ImagePullBackOff: not found", ("x",))
+
+
+def test_a_failed_rollout_restores_what_served_and_says_so(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("complete")])
+    with pytest.raises(RolloutError) as caught:
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("restore", D1, 2)]
+    err = caught.value
+    assert err.reason == "ImagePullBackOff" and f"restored {D1}" in err.message and "iris v1" in err.message
+    assert str(err).startswith("ImagePullBackOff: pod x") and err.details == "events of ('x',)"
+
+
+def test_a_failed_first_rollout_scales_to_zero(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, None, [PULL_FAILED])
+    with pytest.raises(RolloutError, match="scaled to zero") as caught:
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("scale", 0)] and caught.value.reason == "ImagePullBackOff"
+
+
+def test_a_restore_that_fails_too_is_reported(monkeypatch, settings):
+    FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("failed", "CrashLoopBackOff", "old one crashes")])
+    with pytest.raises(RolloutError, match=f"restoring {D1} did not complete either") as caught:
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert caught.value.reason == "ImagePullBackOff"
+
+
+def test_a_complete_rollout_returns_what_serves_and_what_served(monkeypatch, settings):
+    FakeKube(monkeypatch, SERVING_V1, [rollout.Verdict("complete")])
+    result = rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert (result.digest, result.previous_digest, result.ref) == (D2, D1, REF2)
+    assert result.address == "http://127.0.0.1:16150" and result.environment == "test"
+    with pytest.raises(Exception):
+        result.digest = D1  # frozen
+
+
+# --- what the task retries ---
+
+
+def test_only_transient_api_errors_are_retried():
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import MaxRetryError
+
+    assert is_transient(ApiException(status=503)) and is_transient(ApiException(status=429))
+    assert is_transient(MaxRetryError(None, "https://127.0.0.1:16443"))
+    assert not is_transient(ApiException(status=422)) and not is_transient(ApiException(status=404))
+    assert not is_transient(RolloutError("ImagePullBackOff", "restored sha256:…"))
+
+
+def test_the_task_is_retried_only_on_transient_errors():
+    from flows.retry import retry_condition
+
+    assert rollout.roll_out.retries == 3 and rollout.roll_out.retry_condition_fn is retry_condition
+
+
+def test_previous_digest_property():
+    assert Previous(template(REF1), {DIGEST: D1}).digest == D1
+    assert Previous(template(REF1), {}).digest == D1  # from the image when the annotation is missing
