@@ -15,6 +15,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.errors import AppTestError, ConfigurationError
+from flows.retry import retry_condition
 from flows.settings import Settings
 
 
@@ -112,7 +113,7 @@ def run_app_tests(source: SourceTree, tests_path: str = "app/tests", timeout: fl
     return AppTestResult(sha=source.sha, passed=passed, failed=(), seconds=seconds)
 
 
-@task(name="check-out", retries=2, retry_delay_seconds=[2, 5])
+@task(name="check-out", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_condition)
 def check_out(git_ref: str, settings: Settings) -> SourceTree:
     """Checks out the app's repository at `git_ref` into a temporary work tree."""
     return checkout(settings.git_repository_url, git_ref)

@@ -147,6 +147,56 @@ def model_show(
     typer.echo(f"# uri: {ref.uri}", err=True)
 
 
+# --- aiship deploy / deliver ---
+
+
+@app.command("deploy")
+def deploy_command() -> None:
+    """Register the Prefect deployments of prefect.yaml (`prefect deploy --all`) on the configured server."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows.settings import REPO_ROOT
+
+    prefect = Path(sys.executable).with_name("prefect")
+    env = {**os.environ, "AISHIP_ROOT": str(REPO_ROOT)}
+    proc = subprocess.run([str(prefect), "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        fail(AishipError("prefect deploy --all failed: " + " / ".join(tail)))
+    names = [line.split("'")[1] for line in proc.stdout.splitlines() if "successfully created" in line and "'" in line]
+    typer.echo(f"registered {len(names)} deployments: {', '.join(names)}")
+
+
+@app.command("deliver")
+def deliver_command(
+    model_name: Annotated[str, typer.Argument(help="The published model's name.")],
+    model_version: Annotated[int | None, typer.Option("--version", help="Pin a version (default: the newest).")] = None,
+    git_ref: Annotated[str, typer.Option("--git-ref", help="Branch, tag or SHA of the app.")] = "main",
+    environment: Annotated[str, typer.Option("--env", help="Environment to roll out to.")] = "staging",
+) -> None:
+    """Run the `deliver` flow here (recorded on the Prefect server) and print where the app answers."""
+    import os
+
+    from flows.deliver import deliver
+
+    try:
+        state = deliver(model_name, model_version, git_ref, environment, return_state=True)
+        result = state.result()
+    except AishipError as exc:
+        fail(exc)
+    run_id = state.state_details.flow_run_id
+    typer.echo(f"{result.outcome}: {result.model_name} v{result.model_version} at {result.git_sha[:12]} "
+               f"in {result.environment}{' (' + result.reason + ')' if result.reason else ''}")
+    typer.echo(f"image:       {result.ref or '-'}")
+    typer.echo(f"answers at:  {result.address}")
+    ui = os.environ.get("PREFECT_API_URL", Settings().prefect_api_url).rstrip("/").removesuffix("/api")
+    typer.echo(f"flow run:    {ui}/runs/flow-run/{run_id}")
+
+
 # --- aiship status ---
 
 

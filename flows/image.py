@@ -71,7 +71,7 @@ class BuiltImage:
     size_bytes: int
     seconds: float
     steps_cached: int
-    steps_run: int
+    steps_run: tuple[str, ...]
     build_log_tail: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -197,14 +197,23 @@ def link_context(members: list[tuple[str, Path]], dest: Path) -> Path:
 
 @dataclass
 class BuildProgress:
-    """What the daemon's build stream said so far: steps, cache hits, image id, error."""
+    """What the daemon's build stream said so far: steps, which came from the cache, image id, error."""
 
     step: str = ""
-    steps: int = 0
-    cached: int = 0
+    steps: list[str] = field(default_factory=list)
+    cached_steps: list[str] = field(default_factory=list)
     image_id: str = ""
     error: str = ""
     tail: list[str] = field(default_factory=list)
+
+    @property
+    def cached(self) -> int:
+        return len(self.cached_steps)
+
+    @property
+    def run_steps(self) -> list[str]:
+        """Steps the daemon executed (not taken from its cache), as `Step N/M : INSTRUCTION` lines."""
+        return [s for s in self.steps if s not in self.cached_steps]
 
     def feed(self, chunk: dict[str, Any]) -> str | None:
         """Takes one decoded stream chunk; returns its text line for the log, if it has one."""
@@ -217,13 +226,13 @@ class BuildProgress:
         line = _ANSI.sub("", str(chunk.get("stream", chunk.get("status", "")))).rstrip()
         if not line.strip():
             return None
-        match = _STEP.match(line.strip())
-        if match:
-            self.step, self.steps = line.strip(), self.steps + 1
-        elif line.strip() == "---> Using cache":
-            self.cached += 1
+        if _STEP.match(line.strip()):
+            self.step = line.strip()
+            self.steps.append(self.step)
+        elif line.strip() == "---> Using cache" and self.step:
+            self.cached_steps.append(self.step)
         elif line.startswith("Successfully built ") and not self.image_id:
-            self.image_id = "sha256:" + line.split()[-1] if len(line.split()[-1]) == 64 else line.split()[-1]
+            self.image_id = line.split()[-1]
         self.tail = (self.tail + [line])[-30:]
         return line
 
@@ -288,9 +297,14 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
         image_id=progress.image_id, tag=tag, labels=labels, git_sha=git_sha,
         model_name=model.name, model_version=model.version, model_sha256=model.sha256,
         size_bytes=size, seconds=round(time.monotonic() - started, 3),
-        steps_cached=progress.cached, steps_run=progress.steps - progress.cached,
+        steps_cached=progress.cached, steps_run=tuple(progress.run_steps),
         build_log_tail=tuple(progress.tail[-10:]),
     )
+
+
+def layer_steps(steps: tuple[str, ...] | list[str]) -> list[str]:
+    """The steps among `steps` that write a file-system layer (RUN, COPY, ADD), not metadata."""
+    return [s for s in steps if s.split(" : ", 1)[-1].split(" ", 1)[0].upper() in ("RUN", "COPY", "ADD")]
 
 
 def layer_diff_ids(client: Any, image: str) -> list[str]:
@@ -308,7 +322,9 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
     yield f"| git SHA | `{built.git_sha}` |"
     yield f"| model | {built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`) |"
     yield f"| size | {built.size_bytes / 1e6:.1f} MB |"
-    yield f"| steps reused (cache) / run | {built.steps_cached} / {built.steps_run} |"
+    yield f"| steps reused (cache) / run | {built.steps_cached} / {len(built.steps_run)} |"
+    rebuilt = ", ".join(f"`{step.split(' : ', 1)[-1][:60]}`" for step in layer_steps(built.steps_run))
+    yield f"| layers rebuilt | {rebuilt or 'none'} |"
     yield f"| seconds | {built.seconds:.1f} |"
     yield "| digest | known after the push |"
 

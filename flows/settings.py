@@ -62,6 +62,7 @@ class Settings(BaseSettings):
 
     # --- delivery ---
     git_repository: str | None = Field(default=None, description="Git repository (URL or path) the app's code is checked out from; defaults to this project's own repository.")
+    default_model: str = Field(default="breast-cancer", description="Model delivered with a pushed commit when nothing serves yet.")
     app_tests_path: str = Field(default="app/tests", description="Path of the app's own test suite inside its repository.")
     app_name: str = Field(default="aiship-app", description="Image repository and Kubernetes app name.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")

@@ -10,7 +10,9 @@ AZURITE_VERSION="3.35.0"
 # Overridable so a test can simulate an install that fails (a package name npm does not know).
 NPM_PACKAGE="${AISHIP_AZURITE_NPM_PACKAGE:-azurite@$AZURITE_VERSION}"
 PORT="${AISHIP_AZURITE_PORT:-10000}"
-INSTALL_DIR="$CACHE_DIR/azurite/$AZURITE_VERSION"
+# The cache folder is keyed by what is installed: the pinned version, or the overriding spec.
+INSTALL_DIR="$CACHE_DIR/azurite/${AISHIP_AZURITE_NPM_PACKAGE:+spec-${AISHIP_AZURITE_NPM_PACKAGE//[^A-Za-z0-9._-]/_}}"
+[[ -z "${AISHIP_AZURITE_NPM_PACKAGE:-}" ]] && INSTALL_DIR="$CACHE_DIR/azurite/$AZURITE_VERSION"
 BIN="$INSTALL_DIR/node_modules/.bin/azurite-blob"
 PIDFILE="$PART_DIR/azurite.pid"
 ADDRESS="http://127.0.0.1:$PORT/devstoreaccount1"

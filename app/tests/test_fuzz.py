@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 N_FEATURES = 30
 finite = st.floats(-1e6, 1e6) | st.integers(-10**6, 10**6)
 valid_row = st.lists(finite, min_size=N_FEATURES, max_size=N_FEATURES)
-valid_body = st.builds(lambda rows: {"instances": rows}, st.lists(valid_row, min_size=1, max_size=5))
+valid_body = st.builds(lambda rows: {"instances": rows}, st.lists(valid_row, min_size=1, max_size=2))
 junk_value = (st.none() | st.booleans() | st.text(max_size=5) | st.floats()
               | st.integers(-10**500, 10**500) | st.lists(st.integers(), max_size=2))
 bad_row = st.lists(finite | junk_value, min_size=0, max_size=N_FEATURES + 2)
@@ -51,7 +51,7 @@ def _is_valid(ctype: str, body: bytes) -> bool:
 def test_generated_bodies_never_get_5xx(client):
     seen = {"total": 0, "ok": 0}
 
-    @settings(max_examples=2000, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=1500, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(requests())
     def check(request):
@@ -68,5 +68,5 @@ def test_generated_bodies_never_get_5xx(client):
         seen["ok"] += response.status_code == 200
 
     check()
-    assert seen["total"] >= 2000
+    assert seen["total"] >= 1500
     assert seen["ok"] / seen["total"] >= 0.30, seen

@@ -195,3 +195,40 @@ def test_script_refuses_a_taken_port_in_one_line(tmp_path, receiver, settings):
     assert result.returncode == 1
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("aiship local webhooks: ")]
     assert len(errors) == 1 and "AISHIP_WEBHOOK_PORT" in errors[0]
+
+
+# --- Event Grid with the real model store (Azurite) ---
+
+@pytest.fixture(scope="module")
+def azure_store(settings):
+    """The Azure model store the receiver reads (Azurite, block `settings.azure_credentials_block`)."""
+    from flows.model_store import get_store
+
+    try:
+        store = get_store(settings, kind="azure")
+        store.versions("aiship-tests-probe")
+    except Exception as exc:
+        pytest.fail(f"the Azure model store is not usable ({type(exc).__name__}: {exc}); start Azurite and write the blocks with `aiship local up`")
+    return store
+
+
+def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver, secret, azure_store, tmp_path, settings):
+    from app.train import train
+
+    name = f"aiship-tests-{uuid.uuid4().hex[:10]}"
+    train(tmp_path / "model")
+    ref = azure_store.publish(tmp_path / "model", name, publisher="integration@test")
+    blob = f"models/{name}/{ref.version}/manifest.json"
+    event = {"id": str(uuid.uuid4()), "topic": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+             "subject": f"/blobServices/default/containers/{settings.azure_container}/blobs/{blob}",
+             "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2024-01-01T00:00:00Z", "dataVersion": "", "metadataVersion": "1",
+             "data": {"api": "PutBlob", "blobType": "BlockBlob", "url": f"http://127.0.0.1:{settings.azurite_port}/devstoreaccount1/{settings.azure_container}/{blob}"}}
+    response = httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=[event], timeout=30)
+    assert response.status_code == 200, response.text
+    (emitted,) = response.json()["emitted"]
+    stored = wait_for_event("aiship.model.registered", f"aiship.model.{name}.{ref.version}", sha256=ref.sha256)
+    assert stored["id"] == emitted["event_id"]
+    assert stored["payload"] == {"name": name, "version": ref.version, "sha256": ref.sha256, "uri": ref.uri, "publisher": "integration@test"}
+    # The model file's own BlobCreated is not a registration.
+    other = dict(event, id=str(uuid.uuid4()), subject=event["subject"].replace("manifest.json", "model.skops"))
+    assert httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=[other], timeout=30).status_code == 202

@@ -144,7 +144,9 @@ SUCCESS_STREAM = [
 def test_build_stream_counts_steps_cache_hits_and_takes_the_image_id():
     progress = image.BuildProgress()
     lines = [progress.feed(c) for c in SUCCESS_STREAM]
-    assert progress.steps == 3 and progress.cached == 1
+    assert len(progress.steps) == 3 and progress.cached == 1
+    assert progress.run_steps == ["Step 1/3 : FROM aiship/base:bookworm-py311", "Step 3/3 : COPY model/ /opt/model/"]
+    assert image.layer_steps(progress.run_steps) == ["Step 3/3 : COPY model/ /opt/model/"]
     assert progress.image_id == "sha256:" + "c" * 64
     assert "Step 2/3 : COPY app/ /srv/app/" in lines and not progress.error
 

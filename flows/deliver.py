@@ -1,0 +1,186 @@
+"""The delivery flow: app tests -> model -> image -> smoke test -> push -> rollout, or a clear failure.
+
+`deliver` is the contract of DESIGN.md ("The flow's contract"); `deliver_commit` is what a git push
+starts: the pushed commit with the model that serves in the environment now (or the newest).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import deployment as runtime_deployment
+
+from flows import environments as envs
+from flows.app_tests import SourceTree, check_out, test_app
+from flows.environments import ReleaseInfo, ServingVersion
+from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, build_image, image_tag
+from flows.locks import environment_lock
+from flows.model_store.base import ModelRef
+from flows.model_store.tasks import fetch_model, resolve_model
+from flows.registry import PushedImage, find_existing, load_credentials, push_image
+from flows.retry import backoff_delays, retry_condition
+from flows.rollout import roll_out
+from flows.settings import Environment, Settings
+from flows.smoke_test import smoke_test
+
+# Deployments started by events: they never replace a newer model version that already serves.
+EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a delivery ended: delivered (with the digest now serving) or skipped (and why)."""
+
+    environment: str
+    outcome: str  # "delivered" | "skipped"
+    reason: str
+    ref: str
+    git_sha: str
+    model_name: str
+    model_version: int
+    model_sha256: str
+    built: bool
+    address: str
+
+
+def skip_reason(serving: ServingVersion | None, git_sha: str, model: ModelRef, by_event: bool) -> str | None:
+    """Why this delivery must not roll out, or None: the same inputs already serve, or (for an
+    event) a newer version of the same model serves. A redeploy from the UI may go back on purpose."""
+    if serving is None:
+        return None
+    if serving.git_sha == git_sha and serving.model_sha256 == model.sha256:
+        return f"{model.name} v{model.version} at {git_sha[:12]} already serves in {serving.environment}"
+    newer = serving.model_name == model.name and (serving.model_version or 0) > model.version
+    if by_event and newer:
+        return (f"{model.name} v{serving.model_version} (newer than v{model.version}) already serves in "
+                f"{serving.environment}; run the `deliver` deployment with model_version={model.version} to pin it")
+    return None
+
+
+@task(name="read-serving", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+def read_serving(environment: Environment, settings: Settings) -> ServingVersion | None:
+    """What serves in an environment now, from its Deployment's annotations."""
+    api_client = envs.kubernetes_client(settings)
+    try:
+        return envs.serving_version(api_client, environment, settings.app_name)
+    finally:
+        api_client.close()
+
+
+@task(name="find-image", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+def find_image(source: SourceTree, model: ModelRef, settings: Settings) -> PushedImage | None:
+    """The image already in the registry for this (git SHA, model sha256), so it is never built twice."""
+    repo, _, tag = image_tag(settings.registry_host, settings.app_name, source.sha, model.name, model.version).rpartition(":")
+    labels = {LABEL_REVISION: source.sha, LABEL_MODEL_SHA256: model.sha256}
+    return find_existing(repo, tag, labels, load_credentials(settings.registry_credentials_block))
+
+
+@task(name="publish-serving-table")
+def publish_serving_table(settings: Settings) -> None:
+    """Publishes the table of what now serves in each environment."""
+    api_client = envs.kubernetes_client(settings)
+    try:
+        table = envs.serving(settings, api_client)
+    finally:
+        api_client.close()
+    create_markdown_artifact(key="serving", markdown=envs.serving_markdown(table),
+                             description="What serves in each environment after this run")
+
+
+def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path) -> PushedImage:
+    """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
+    fetched = fetch_model(model, workdir / "model", settings)
+    built = build_image(source, fetched, settings)
+    smoke_test(built, fetched)
+    return push_image(built, settings)
+
+
+def run_delivery(model_name: str, model_version: int | None, git_ref: str, environment: str, *, by_event: bool) -> Delivery:
+    """The delivery's steps, shared by `deliver` and `deliver_commit`."""
+    log = get_run_logger()
+    settings = Settings()
+    env = settings.environment(environment)
+    workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
+    source = check_out(git_ref, settings)
+    try:
+        test_app(source, settings)
+        model = resolve_model(model_name, model_version, settings)
+
+        def skipped(reason: str, ref: str = "") -> Delivery:
+            log.info("nothing to roll out: %s", reason)
+            create_markdown_artifact(key=f"delivery-{env.name}", markdown=f"**Skipped**: {reason}")
+            return Delivery(env.name, "skipped", reason, ref, source.sha, model.name, model.version,
+                            model.sha256, False, envs.address(env))
+
+        if reason := skip_reason(read_serving(env, settings), source.sha, model, by_event):
+            return skipped(reason)
+        pushed = find_image(source, model, settings)
+        built = pushed is None
+        if pushed is None:
+            pushed = build_tested_image(source, model, settings, workdir)
+        else:
+            log.info("image for %s + %s v%s already in the registry: %s; nothing is built",
+                     source.short_sha, model.name, model.version, pushed.ref)
+        release = ReleaseInfo.from_pushed(pushed, source.sha, model.name, model.version, model.sha256)
+        with environment_lock(env.name):
+            # Runs waiting here start in no set order: look again at what serves once it is our turn.
+            if reason := skip_reason(read_serving(env, settings), source.sha, model, by_event):
+                return skipped(reason, pushed.ref)
+            result = roll_out(release, env)
+        publish_serving_table(settings)
+        return Delivery(env.name, "delivered", "", result.ref, source.sha, model.name, model.version,
+                        model.sha256, built, result.address)
+    finally:
+        shutil.rmtree(source.path, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@flow(name="deliver")
+def deliver(model_name: str, model_version: int | None = None, git_ref: str = "main",
+            environment: str = "staging") -> Delivery:
+    """Delivers the app at a git ref with a model version to an environment, or fails clearly.
+
+    Tests the app at `git_ref`, resolves and verifies the model, builds the image (unless the
+    registry already holds it for the same git SHA and model sha256), smoke-tests it, pushes it by
+    digest and rolls it out pinned to that digest; a failed rollout is rolled back by itself.
+
+    Args:
+        model_name: the published model's name.
+        model_version: a version to pin; empty means the newest published one.
+        git_ref: branch, tag or commit SHA of the app's repository.
+        environment: where to roll out (`staging` or `production`).
+
+    Returns:
+        The outcome, the digest that serves and where it answers.
+    """
+    by_event = (runtime_deployment.name or "") in EVENT_DEPLOYMENTS
+    return run_delivery(model_name, model_version, git_ref, environment, by_event=by_event)
+
+
+@flow(name="deliver-commit")
+def deliver_commit(sha: str, environment: str = "staging", repo: str | None = None, ref: str | None = None,
+                   pusher: str | None = None) -> Delivery:
+    """Delivers a pushed commit with the model that serves in the environment now (or the newest).
+
+    Args:
+        sha: the pushed commit.
+        environment: where to roll out.
+        repo: the repository the push came from (for the record).
+        ref: the pushed ref (for the record).
+        pusher: who pushed (for the record).
+
+    Returns:
+        The outcome, the digest that serves and where it answers.
+    """
+    settings = Settings()
+    serving = read_serving(settings.environment(environment), settings)
+    name = serving.model_name if serving and serving.model_name else settings.default_model
+    version = serving.model_version if serving and serving.model_name == name else None
+    get_run_logger().info("push of %s to %s by %s: delivering with model %s v%s", sha[:12], ref or "?",
+                          pusher or "?", name, version or "newest")
+    return run_delivery(name, version, sha, environment, by_event=True)

@@ -1,0 +1,133 @@
+"""Moving a digest that already served, without building: `promote` (staging -> production, after
+an approval in the UI) and `rollback` (an environment back to a digest that served before)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+
+from flows import environments as envs
+from flows.deliver import publish_serving_table, read_serving
+from flows.environments import ReleaseInfo, ServingVersion
+from flows.errors import ConfigurationError
+from flows.locks import environment_lock
+from flows.rollout import RolloutResult, roll_out
+from flows.settings import Settings
+
+
+class Approval(RunInput):
+    """What a reviewer answers in the UI when a promotion waits for approval."""
+
+    approve: bool
+    reviewer: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """How a promotion ended: the digest now serving in the target, or why nothing changed."""
+
+    source: str
+    target: str
+    ref: str
+    approved: bool
+    reviewer: str
+    comment: str
+
+
+def release_of(serving: ServingVersion) -> ReleaseInfo:
+    """The release (digest and what went into it) that a Deployment or ReplicaSet serves."""
+    return ReleaseInfo(serving.image, serving.git_sha, serving.model_name, serving.model_version or 0, serving.model_sha256)
+
+
+def approval_markdown(release: ReleaseInfo, source: str, target: str, answer: Approval | None) -> str:
+    """The promotion's record: what, from where to where, and who decided what."""
+    lines = [f"**Promotion {source} → {target}**", "", f"- image: `{release.ref}`",
+             f"- git SHA: `{release.git_sha}`", f"- model: {release.model_name} v{release.model_version} "
+             f"(`{release.model_sha256[:12]}`)"]
+    if answer is None:
+        lines.append("- decision: waiting for approval")
+    else:
+        verdict = "approved" if answer.approve else "rejected"
+        lines += [f"- decision: **{verdict}** by {answer.reviewer}", f"- comment: {answer.comment or '—'}"]
+    return "\n".join(lines)
+
+
+@flow(name="promote")
+def promote(source_environment: str = "staging", target_environment: str = "production",
+            approval_timeout_seconds: int = 86400) -> Promotion:
+    """Puts the digest serving in staging into production after a reviewer approves it in the UI.
+
+    The run pauses and waits for typed input (approve or reject, reviewer, comment); the decision
+    is recorded in the run's artifact. Nothing is rebuilt: the same digest is rolled out.
+
+    Args:
+        source_environment: where the tested digest serves now.
+        target_environment: where it goes after approval.
+        approval_timeout_seconds: how long the run waits for a decision before it fails.
+
+    Returns:
+        The decision and the digest now serving in the target (unchanged when rejected).
+    """
+    settings = Settings()
+    source, target = settings.environment(source_environment), settings.environment(target_environment)
+    serving = read_serving(source, settings)
+    if serving is None:
+        raise ConfigurationError(f"nothing serves in {source.name} to promote; deliver there first")
+    release = release_of(serving)
+    create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, None))
+    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
+        description=f"Promote `{release.ref}` ({release.model_name} v{release.model_version}, "
+                    f"git {release.git_sha[:12]}) from {source.name} to {target.name}?",
+        approve=False, reviewer=""), timeout=approval_timeout_seconds)
+    create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, answer))
+    if answer.approve:
+        with environment_lock(target.name):
+            roll_out(release, target)
+        publish_serving_table(settings)
+    else:
+        get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
+    return Promotion(source.name, target.name, release.ref, answer.approve, answer.reviewer, answer.comment)
+
+
+def pick_release(previous: list[ServingVersion], digest: str | None, environment: str) -> ServingVersion:
+    """The release to go back to: the one with `digest`, or the newest that served before."""
+    if not previous:
+        raise ConfigurationError(f"no earlier release served in {environment}; nothing to roll back to")
+    if not digest:
+        return previous[0]
+    wanted = digest if digest.startswith("sha256:") else f"sha256:{digest}"
+    for release in previous:
+        if release.digest == wanted:
+            return release
+    known = ", ".join(r.digest[:19] for r in previous)
+    raise ConfigurationError(f"digest {digest} never served in {environment}; digests that served before: {known}")
+
+
+@flow(name="rollback")
+def rollback(environment: str = "staging", digest: str | None = None) -> RolloutResult:
+    """Rolls an environment back to a digest that served before, without building anything.
+
+    Args:
+        environment: the environment to roll back.
+        digest: the digest to go back to (`sha256:…`); empty means the one that served before.
+
+    Returns:
+        The rollout's result: what serves now and what served before.
+    """
+    settings = Settings()
+    env = settings.environment(environment)
+    api_client = envs.kubernetes_client(settings)
+    try:
+        previous = envs.previous_releases(api_client, env, settings.app_name)
+    finally:
+        api_client.close()
+    target = pick_release(previous, digest, env.name)
+    get_run_logger().info("rolling %s back to %s (%s v%s)", env.name, target.digest, target.model_name, target.model_version)
+    with environment_lock(env.name):
+        result = roll_out(release_of(target), env)
+    publish_serving_table(settings)
+    return result
