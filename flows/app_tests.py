@@ -119,7 +119,12 @@ def check_out(git_ref: str, settings: Settings) -> SourceTree:
     return checkout(settings.git_repository_url, git_ref)
 
 
-@task(name="test-app")
+def tests_cache_key(context, parameters) -> str:
+    """Passing app tests are remembered per commit: the same SHA is not tested twice."""
+    return f"aiship-app-tests-{parameters['source'].sha}-{parameters['settings'].app_tests_path}"
+
+
+@task(name="test-app", cache_key_fn=tests_cache_key, persist_result=True)
 def test_app(source: SourceTree, settings: Settings) -> AppTestResult:
     """Runs the app's own tests at the checked-out commit; a failure stops the delivery.
 

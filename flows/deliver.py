@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -46,6 +49,25 @@ class Delivery:
     model_sha256: str
     built: bool
     address: str
+    layers_pushed: int = 0
+    layers_existing: int = 0
+    bytes_pushed: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class StageClock:
+    """Seconds spent in each stage of one delivery, for the summary and the benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - started, 2)
 
 
 def skip_reason(serving: ServingVersion | None, git_sha: str, model: ModelRef, by_event: bool) -> str | None:
@@ -92,12 +114,17 @@ def publish_serving_table(settings: Settings) -> None:
                              description="What serves in each environment after this run")
 
 
-def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path) -> PushedImage:
+def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path,
+                       clock: StageClock) -> PushedImage:
     """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
-    fetched = fetch_model(model, workdir / "model", settings)
-    built = build_image(source, fetched, settings)
-    smoke_test(built, fetched)
-    return push_image(built, settings)
+    with clock.stage("fetch"):
+        fetched = fetch_model(model, workdir / "model", settings)
+    with clock.stage("build"):
+        built = build_image(source, fetched, settings)
+    with clock.stage("smoke_test"):
+        smoke_test(built, fetched)
+    with clock.stage("push"):
+        return push_image(built, settings)
 
 
 def run_delivery(model_name: str, model_version: int | None, git_ref: str, environment: str, *, by_event: bool) -> Delivery:
@@ -105,36 +132,49 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
     log = get_run_logger()
     settings = Settings()
     env = settings.environment(environment)
+    clock = StageClock()
     workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
-    source = check_out(git_ref, settings)
+    with clock.stage("check_out"):
+        source = check_out(git_ref, settings)
     try:
-        test_app(source, settings)
-        model = resolve_model(model_name, model_version, settings)
+        with clock.stage("app_tests"):
+            test_app(source, settings)
+        with clock.stage("resolve"):
+            model = resolve_model(model_name, model_version, settings)
+            serving = read_serving(env, settings)
 
-        def skipped(reason: str, ref: str = "") -> Delivery:
+        def outcome(kind: str, reason: str, pushed: PushedImage | None, built: bool, address: str) -> Delivery:
+            return Delivery(env.name, kind, reason, pushed.ref if pushed else (serving.image if serving else ""),
+                            source.sha, model.name, model.version, model.sha256, built, address,
+                            len(pushed.layers_pushed) if pushed and built else 0,
+                            len(pushed.layers_existing) if pushed and built else 0,
+                            pushed.bytes_pushed if pushed and built else 0, clock.seconds)
+
+        def skipped(reason: str) -> Delivery:
             log.info("nothing to roll out: %s", reason)
             create_markdown_artifact(key=f"delivery-{env.name}", markdown=f"**Skipped**: {reason}")
-            return Delivery(env.name, "skipped", reason, ref, source.sha, model.name, model.version,
-                            model.sha256, False, envs.address(env))
+            return outcome("skipped", reason, None, False, envs.address(env))
 
-        if reason := skip_reason(read_serving(env, settings), source.sha, model, by_event):
+        if reason := skip_reason(serving, source.sha, model, by_event):
             return skipped(reason)
-        pushed = find_image(source, model, settings)
+        with clock.stage("find_image"):
+            pushed = find_image(source, model, settings)
         built = pushed is None
         if pushed is None:
-            pushed = build_tested_image(source, model, settings, workdir)
+            pushed = build_tested_image(source, model, settings, workdir, clock)
         else:
             log.info("image for %s + %s v%s already in the registry: %s; nothing is built",
                      source.short_sha, model.name, model.version, pushed.ref)
         release = ReleaseInfo.from_pushed(pushed, source.sha, model.name, model.version, model.sha256)
-        with environment_lock(env.name):
+        with clock.stage("wait_for_environment"), environment_lock(env.name):
             # Runs waiting here start in no set order: look again at what serves once it is our turn.
-            if reason := skip_reason(read_serving(env, settings), source.sha, model, by_event):
-                return skipped(reason, pushed.ref)
-            result = roll_out(release, env)
+            serving = read_serving(env, settings)
+            if reason := skip_reason(serving, source.sha, model, by_event):
+                return skipped(reason)
+            with clock.stage("roll_out"):
+                result = roll_out(release, env)
         publish_serving_table(settings)
-        return Delivery(env.name, "delivered", "", result.ref, source.sha, model.name, model.version,
-                        model.sha256, built, result.address)
+        return outcome("delivered", "", pushed, built, result.address)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)

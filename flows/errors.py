@@ -49,3 +49,7 @@ class RolloutError(AishipError):
         self.reason = reason
         self.message = message
         self.details = details
+
+    def __reduce__(self):
+        # Prefect pickles a failed task's exception; the default reduce would call __init__ with one argument
+        return (type(self), (self.reason, self.message, self.details))

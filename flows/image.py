@@ -247,7 +247,7 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: dict[str, str],
-              buildargs: dict[str, str], timeout: int = 1800) -> BuildProgress:
+              buildargs: dict[str, str], timeout: int = 1800, nocache: bool = False) -> BuildProgress:
     """Streams the context to dockerd, every line to the run logger; raises ImageBuildError on error."""
     import docker.errors
     import requests.exceptions
@@ -257,7 +257,8 @@ def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: di
     reader, writer, writer_errors = stream_context(members)
     try:
         chunks = client.api.build(fileobj=reader, custom_context=True, tag=tag, labels=labels,
-                                  buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout)
+                                  buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout,
+                                  nocache=nocache)
         for chunk in chunks:
             line = progress.feed(chunk)
             if line:
@@ -286,12 +287,13 @@ def _failure_message(tag: str, progress: BuildProgress, base_image: str) -> str:
 
 
 def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
-                    wheels_dir: Path, model: ModelInputs, tag: str, base_image: str) -> BuiltImage:
+                    wheels_dir: Path, model: ModelInputs, tag: str, base_image: str,
+                    nocache: bool = False) -> BuiltImage:
     """Builds and tags the app image for (source, model); returns what was built and how fast."""
     started = time.monotonic()
     labels = image_labels(git_sha, committed_at, repo_url, model)
     members = context_members(source_dir, wheels_dir, model)
-    progress = run_build(client, members, tag, labels, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha})
+    progress = run_build(client, members, tag, labels, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha}, nocache=nocache)
     size = int(client.api.inspect_image(progress.image_id).get("Size", 0))
     return BuiltImage(
         image_id=progress.image_id, tag=tag, labels=labels, git_sha=git_sha,

@@ -18,7 +18,9 @@ LOCAL_DIR = REPO_ROOT / "local"
 
 # Start order: later parts use earlier ones (the registry's CA goes into dockerd's trust store,
 # the kubelet runs pods on dockerd and pulls from the registry, blocks are written to Prefect).
-PARTS: tuple[str, ...] = ("docker", "base-image", "registry", "azurite", "s3", "prefect", "kubernetes")
+PARTS: tuple[str, ...] = (
+    "docker", "base-image", "registry", "azurite", "s3", "prefect", "webhooks", "git", "kubernetes",
+)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,10 +158,10 @@ def push(client: Any, repo: str, tag: str, credentials: Any, log: Any = None) ->
 # ---------------------------------------------------------------- what is already there
 
 
-def ca_bundle(registry_host: str) -> str | bool:
-    """dockerd's CA for this registry (`/etc/docker/certs.d/<host>/ca.crt`), else the system's CAs."""
+def ca_bundle(registry_host: str) -> ssl.SSLContext:
+    """Trusts dockerd's CA for this registry (`/etc/docker/certs.d/<host>/ca.crt`), else the system's CAs."""
     path = Path("/etc/docker/certs.d") / registry_host / "ca.crt"
-    return str(path) if path.is_file() else True
+    return ssl.create_default_context(cafile=str(path) if path.is_file() else None)
 
 
 def _bearer(http: httpx.Client, challenge: str, user: str, password: str) -> str:

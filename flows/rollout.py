@@ -108,7 +108,7 @@ def render_manifests(release: ReleaseInfo, environment: Environment, settings: S
         "pod_annotations": release.annotations(),
         "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at},
         "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
-        "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": 1, "revision_history_limit": 10,
+        "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": settings.rollout_max_surge, "revision_history_limit": 10,
         "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": CONTAINER_PORT,
         "cpu_request": "100m", "memory_request": "256Mi", "cpu_limit": "1", "memory_limit": "768Mi",
     }

@@ -68,7 +68,7 @@ def github_signature(secret: str, body: bytes) -> str:
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """True when `header` is the SHA-256 signature of `body`, compared in constant time."""
-    return True
+    return bool(header) and hmac.compare_digest(github_signature(secret, body).encode(), header.encode())
 
 
 def key_ok(secret: str, provided: str | None) -> bool:
@@ -146,7 +146,7 @@ def _event(built: aiship_events.Built) -> Any:
 
 # --- the default emitter and resolver (tests inject fakes through the app config) ---
 
-def prefect_emitter(api_url: str, timeout: float = 5.0) -> Emitter:
+def prefect_emitter(api_url: str, timeout: float = 3.0) -> Emitter:
     """Posts events to the Prefect server's `POST /events` and raises EmitError unless it took them.
 
     Not `flows.events.emit` (Prefect's `emit_event`): that one sends in the background and never says whether the server got the

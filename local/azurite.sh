@@ -36,6 +36,9 @@ install_azurite() {
     rm -rf "$INSTALL_DIR" && mv "$tmp" "$INSTALL_DIR"
 }
 
+# port_open: the cheap first check (no python start-up) before the real one.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
 # ready: a container can be created (and is removed again) with the Python SDK aiship uses.
 ready() {
     python - <<'PY'
@@ -61,6 +64,7 @@ part_up() {
     # --disableTelemetry        Azurite would otherwise try to send telemetry out of this machine.
     start_bg azurite "$BIN" --blobHost 127.0.0.1 --blobPort "$PORT" --location "$PART_DIR/data" \
         --loose --skipApiVersionCheck --disableTelemetry
+    wait_ready 60 "Azurite on 127.0.0.1:$PORT" port_open
     wait_ready 60 "Azurite on 127.0.0.1:$PORT" ready
     log "ready at $ADDRESS"
 }

@@ -16,7 +16,8 @@ TEMPLATE="$AISHIP_ROOT/local/git/post-receive"
 WEBHOOK_PORT="${AISHIP_WEBHOOK_PORT:-8700}"
 # Where local/webhooks.sh leaves the hook's copy of the secret (its own state folder).
 SECRET_FILE="${AISHIP_WEBHOOK_SECRET_FILE:-$STATE_DIR/webhooks/secret}"
-FULL_NAME="${AISHIP_GIT_REPOSITORY:-local/aiship}"
+# owner/repo as GitHub would name it (the event's resource id is aiship.repo.<owner/repo>).
+FULL_NAME="${AISHIP_GIT_REPO_NAME:-local/aiship}"
 
 git_version() { git --version 2>/dev/null | awk '{print "git", $3}' || echo -; }
 
@@ -43,6 +44,12 @@ part_up() {
     git --git-dir="$REPO" config aiship.secretFile "$SECRET_FILE"
     git --git-dir="$REPO" config aiship.repository "$FULL_NAME"
     install_hook
+    # Seed `main` with this checkout's HEAD once, by fetching into the bare repository: a fetch runs
+    # no receive hook, so seeding delivers nothing. Later code arrives by `git push local main`.
+    if ! git --git-dir="$REPO" rev-parse --verify --quiet refs/heads/main >/dev/null; then
+        git --git-dir="$REPO" fetch --quiet "$AISHIP_ROOT" "HEAD:refs/heads/main" >>"$PART_DIR/init.log" 2>&1 \
+            || log "note: could not seed main from $AISHIP_ROOT (log: $PART_DIR/init.log); push to it instead"
+    fi
     [[ -s "$SECRET_FILE" ]] || log "note: $SECRET_FILE is missing; pushes are kept but not delivered until \`aiship local up webhooks\`"
     log "ready at $REPO; push to it with: git remote add local $REPO && git push local main"
 }

@@ -25,6 +25,9 @@ install_moto() {
         || die "pip installed '$PIP_PACKAGE' but there is no moto_server in $VENV_BIN; install moto[server]"
 }
 
+# port_open: the cheap first check (no python start-up) before the real one.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
 # ready: a bucket can be created (and is removed again) with boto3. The credentials are dummies:
 # moto accepts any key pair.
 ready() {
@@ -48,6 +51,7 @@ part_up() {
     require_port_free "$PORT" AISHIP_S3_PORT
     install_moto
     start_bg moto moto_server -H 127.0.0.1 -p "$PORT"
+    wait_ready 60 "moto_server on 127.0.0.1:$PORT" port_open
     wait_ready 60 "moto_server on 127.0.0.1:$PORT" ready
     log "ready at $ADDRESS"
 }

@@ -38,7 +38,7 @@ wait_started() {
     until healthy >/dev/null 2>&1; do
         if [[ -z "$(pid_of "$PIDFILE")" ]]; then
             rm -f "$PIDFILE"
-            why="$(grep -hoE '(ConfigurationError|Error): .*' "$PART_DIR/gunicorn.log" | tail -1 | cut -c1-300)"
+            why="$(grep -hE '^[A-Za-z_.]+(Error|Exception): ' "$PART_DIR/gunicorn.log" | tail -1 | cut -c1-300)"
             die "gunicorn exited while starting flows.webhooks:create_app() (${why:-see $PART_DIR/gunicorn.log}); fix that and run up again"
         fi
         if ((SECONDS >= deadline)); then
@@ -78,7 +78,7 @@ part_up() {
     if [[ -n "$(pid_of "$PIDFILE")" ]]; then log "already running (pid $(pid_of "$PIDFILE"))"; return 0; fi
     require_port_free "$PORT" AISHIP_WEBHOOK_PORT
     command -v gunicorn >/dev/null || die "gunicorn is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
-    prefect_up || die "the Prefect server at $PREFECT_API_URL does not answer; start it first with \`aiship local up prefect\`"
+    prefect_up >/dev/null 2>&1 || die "the Prefect server at $PREFECT_API_URL does not answer; start it first with \`aiship local up prefect\`"
     ensure_secret
     # --workers 2         two requests at once on 2 cores; the delivery log is shared through SQLite.
     # no --access-logfile access logs would record Event Grid's ?key= query string; the app logs

@@ -76,7 +76,7 @@ def wait_for_event(name: str, resource_id: str, timeout: float = 30.0, **payload
 def bare(tmp_path, settings, receiver) -> tuple[Path, str, dict]:
     """(bare repository, its full name in payloads, the env of its script), made by `local/git.sh up`."""
     name = f"aiship-tests/{uuid.uuid4().hex[:12]}"
-    env = {"AISHIP_STATE_DIR": str(tmp_path / "state"), "AISHIP_GIT_REPOSITORY": name,
+    env = {"AISHIP_STATE_DIR": str(tmp_path / "state"), "AISHIP_GIT_REPO_NAME": name,
            "AISHIP_WEBHOOK_SECRET_FILE": str(settings.state_dir / "webhooks" / "secret"),
            "AISHIP_WEBHOOK_PORT": str(settings.webhook_port)}
     run("bash", str(REPO_ROOT / "local" / "git.sh"), "up", env=env)

@@ -62,7 +62,7 @@ def local_env(tmp_path) -> dict[str, str]:
 
 
 def test_publish_emits_model_registered_to_prefect(trained, prefect_api, local_env):
-    name = f"cli-{uuid.uuid4().hex[:10]}"
+    name = f"aiship-tests-cli-{uuid.uuid4().hex[:10]}"
 
     result = run("publish", str(trained), "--name", name, env_extra=local_env)
 
@@ -79,7 +79,7 @@ def test_publish_emits_model_registered_to_prefect(trained, prefect_api, local_e
 
 
 def test_publish_without_prefect_api_says_so(trained, local_env):
-    name = f"cli-{uuid.uuid4().hex[:10]}"
+    name = f"aiship-tests-cli-{uuid.uuid4().hex[:10]}"
 
     result = run("publish", str(trained), "--name", name, env_extra={**local_env, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
 
@@ -89,7 +89,7 @@ def test_publish_without_prefect_api_says_so(trained, local_env):
 
 
 def test_list_and_show(trained, local_env):
-    name = f"cli-{uuid.uuid4().hex[:10]}"
+    name = f"aiship-tests-cli-{uuid.uuid4().hex[:10]}"
     offline = {**local_env, "PREFECT_API_URL": ""}
     for _ in range(2):
         assert run("publish", str(trained), "--name", name, env_extra=offline).returncode == 0
@@ -131,7 +131,7 @@ def test_publish_refuses_a_pickle(trained, tmp_path, local_env):
 def test_publish_to_remote_stores_through_their_blocks(store, trained, settings):
     """Uses the blocks `aiship local up` writes (azurite, local-s3); a uuid container/bucket, removed after."""
     _require_block(store, settings)
-    name = f"cli-{uuid.uuid4().hex[:10]}"
+    name = f"aiship-tests-cli-{uuid.uuid4().hex[:10]}"
     where = f"aiship-cli-{uuid.uuid4().hex[:10]}"
     env = {"AISHIP_AZURE_CONTAINER": where, "AISHIP_S3_BUCKET": where, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
     try:

@@ -11,19 +11,26 @@ from flows.retry import is_transient
 
 DIGEST = "sha256:" + "d" * 64
 
-# Recorded from dockerd 20.10 pushing to registry 2.8 (ids shortened by the daemon itself).
+# Recorded from dockerd 20.10 pushing to the local registry 2.8 (trimmed: one "Pushing" line per
+# layer kept); the base layer was mounted from another repository of the same registry.
 FIRST_PUSH = [
     {"status": "The push refers to repository [127.0.0.1:5000/aiship-app]"},
-    {"status": "Preparing", "progressDetail": {}, "id": "5f70bf18a086"},
-    {"status": "Preparing", "progressDetail": {}, "id": "a3ed95caeb02"},
-    {"status": "Waiting", "progressDetail": {}, "id": "a3ed95caeb02"},
-    {"status": "Pushing", "progressDetail": {"current": 512, "total": 2048}, "progress": "[==>  ]", "id": "5f70bf18a086"},
-    {"status": "Pushing", "progressDetail": {"current": 2048, "total": 2048}, "progress": "[=====]", "id": "5f70bf18a086"},
-    {"status": "Pushed", "progressDetail": {}, "id": "5f70bf18a086"},
-    {"status": "Pushing", "progressDetail": {"current": 100, "total": 4096}, "id": "a3ed95caeb02"},
-    {"status": "Pushed", "progressDetail": {}, "id": "a3ed95caeb02"},
-    {"status": "0123456789ab-iris-v1: digest: " + DIGEST + " size: 739"},
-    {"progressDetail": {}, "aux": {"Tag": "0123456789ab-iris-v1", "Digest": DIGEST, "Size": 739}},
+    {"status": "Preparing", "progressDetail": {}, "id": "7c62fdf30760"},
+    {"status": "Preparing", "progressDetail": {}, "id": "8fe6d38c41d5"},
+    {"status": "Preparing", "progressDetail": {}, "id": "d39ad5e9b5af"},
+    {"status": "Preparing", "progressDetail": {}, "id": "7f8710e9d201"},
+    {"status": "Preparing", "progressDetail": {}, "id": "31870023f951"},
+    {"status": "Pushing", "progressDetail": {"current": 512, "total": 36216}, "progress": "[>   ]     512B/36.22kB", "id": "8fe6d38c41d5"},
+    {"status": "Pushing", "progressDetail": {"current": 42301, "total": 42301}, "progress": "[====]", "id": "7c62fdf30760"},
+    {"status": "Pushing", "progressDetail": {"current": 3072, "total": 1340}, "progress": "[====]", "id": "d39ad5e9b5af"},
+    {"status": "Pushing", "progressDetail": {"current": 512, "total": 307716096}, "progress": "[>   ]", "id": "7f8710e9d201"},
+    {"status": "Mounted from aiship-test-bcf5a4dbb1f6", "progressDetail": {}, "id": "31870023f951"},
+    {"status": "Pushed", "progressDetail": {}, "id": "7c62fdf30760"},
+    {"status": "Pushed", "progressDetail": {}, "id": "8fe6d38c41d5"},
+    {"status": "Pushed", "progressDetail": {}, "id": "7f8710e9d201"},
+    {"status": "Pushed", "progressDetail": {}, "id": "d39ad5e9b5af"},
+    {"status": "76a971bf1fd7-iris-v1: digest: " + DIGEST + " size: 1365"},
+    {"progressDetail": {}, "aux": {"Tag": "76a971bf1fd7-iris-v1", "Digest": DIGEST, "Size": 1365}},
 ]
 MODEL_ONLY_PUSH = [
     {"status": "The push refers to repository [127.0.0.1:5000/aiship-app]"},
@@ -61,20 +68,17 @@ def test_pushed_image_digest_must_be_the_references():
         PushedImage(ref=f"r/a@{DIGEST}", digest="sha256:" + "e" * 64, tag="t")
 
 
-def test_first_push_uploads_every_layer_and_counts_bytes():
+def test_first_push_uploads_every_new_layer_and_counts_bytes():
     progress = feed(FIRST_PUSH)
-    assert progress.pushed == ("5f70bf18a086", "a3ed95caeb02") and progress.existing == ()
-    assert progress.digest == DIGEST and progress.layer_bytes == {"5f70bf18a086": 2048, "a3ed95caeb02": 4096}
+    assert progress.pushed == ("7c62fdf30760", "8fe6d38c41d5", "7f8710e9d201", "d39ad5e9b5af")
+    assert progress.existing == ("31870023f951",) and progress.digest == DIGEST
+    assert sum(progress.layer_bytes[layer] for layer in progress.pushed) == 36216 + 42301 + 1340 + 307716096
 
 
 def test_model_only_push_uploads_one_layer():
     progress = feed(MODEL_ONLY_PUSH)
     assert progress.pushed == ("9c1e0f0b1d2e",) and progress.existing == ("a3ed95caeb02",)
 
-
-def test_mounted_layer_counts_as_existing():
-    progress = feed([{"status": "Mounted from other/repo", "progressDetail": {}, "id": "abc"}])
-    assert progress.existing == ("abc",)
 
 
 def test_error_line_is_kept_and_classified_transient():

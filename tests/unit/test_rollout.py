@@ -318,3 +318,11 @@ def test_the_task_is_retried_only_on_transient_errors():
 def test_previous_digest_property():
     assert Previous(template(REF1), {DIGEST: D1}).digest == D1
     assert Previous(template(REF1), {}).digest == D1  # from the image when the annotation is missing
+
+
+def test_a_rollout_error_survives_pickling():
+    # Prefect pickles a failed task's exception to hand it to the flow
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RolloutError("CrashLoopBackOff", "restored sha256:…", "events")))
+    assert (err.reason, err.message, err.details) == ("CrashLoopBackOff", "restored sha256:…", "events")
