@@ -1,7 +1,9 @@
 """Figures for stages 2-4: cold build, model-only and code-only rebuilds, image size, pushes, and the
 build context streamed vs hard-linked. Prints a table and writes bench/results/build-<time>.json.
 
-    .venv/bin/python bench/build.py [--model-mib 200]
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m bench.build [--model-mib 200]
+
+(run as a module: bench/platform.py would shadow the standard library's `platform` as a script)
 
 AISHIP_BENCH_SOURCE_DIR picks the app source (default: this repository).
 """

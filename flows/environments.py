@@ -90,6 +90,10 @@ class ServingVersion:
     replicas_desired: int
     address: str
 
+    def release(self) -> ReleaseInfo:
+        """This version as a release to roll out again (promote, rollback): same image by digest, nothing rebuilt."""
+        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256)
+
 
 def parse_annotations(annotations: dict[str, str] | None, image: str) -> dict[str, Any]:
     """The release fields from `io.aiship/*` annotations; a missing one is '' (the digest falls back to the image's)."""
@@ -219,6 +223,17 @@ def previous_releases(api_client, environment: Environment, app_name: str) -> li
 def previous_digests(api_client, environment: Environment, app_name: str) -> list[str]:
     """Digests that served before in `environment`, newest first (for a rollback)."""
     return [r.digest for r in previous_releases(api_client, environment, app_name)]
+
+
+def previous_release(api_client, environment: Environment, app_name: str, digest: str | None = None) -> ReleaseInfo:
+    """The release to roll back to: the one that served just before, or the one with `digest`; for `rollback`."""
+    releases = previous_releases(api_client, environment, app_name)
+    chosen = [r for r in releases if digest in (None, "", r.digest)]
+    if not chosen:
+        known = ", ".join(r.digest for r in releases) or "none"
+        raise RolloutError("NothingToRollBackTo", f"no earlier release {digest or ''} in {environment.namespace}; "
+                           f"digests that served there before: {known}")
+    return chosen[0].release()
 
 
 def replica_sets(api_client, namespace: str, app_name: str) -> list[dict[str, Any]]:

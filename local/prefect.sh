@@ -92,7 +92,10 @@ start_worker() {
     [[ -n "$(pid_of "$WORKER_PID")" ]] && return 0
     ensure_pool
     # Flows run from the repository root, where prefect.yaml and the flows package live.
-    (cd "$AISHIP_ROOT" && start_bg worker prefect worker start --pool "$POOL" --name "$WORKER_NAME")
+    # On the local platform deliveries check out the app from the bare repository that
+    # `git push local main` reaches (local/git.sh), unless AISHIP_GIT_REPOSITORY names another.
+    (cd "$AISHIP_ROOT" && AISHIP_GIT_REPOSITORY="${AISHIP_GIT_REPOSITORY:-$STATE_DIR/git/aiship.git}" \
+        start_bg worker prefect worker start --pool "$POOL" --name "$WORKER_NAME")
     wait_ready 60 "Prefect worker $WORKER_NAME" worker_online
 }
 

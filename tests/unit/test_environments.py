@@ -8,7 +8,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flows import environments as envs
 from flows.environments import ReleaseInfo, parse_annotations, serving, serving_markdown, status_lines
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, RolloutError
 from flows.settings import Environment, Settings
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
@@ -121,3 +121,15 @@ def test_what_serves_where_as_markdown_and_text(cluster):
 def test_a_kubeconfig_that_does_not_exist_says_what_to_do(tmp_path):
     with pytest.raises(ConfigurationError, match="aiship local up kubernetes"):
         envs.kubernetes_client(SETTINGS, tmp_path / "missing")
+
+
+def test_a_rollback_target_is_a_release_by_digest(cluster):
+    env = Environment(name="t", namespace="ns", node_port=16150)
+    cluster["deployments"]["ns"] = deployment(D3, 3)
+    cluster["replica_sets"]["ns"] = [replica_set(D3, 3, 3), replica_set(D2, 2, 2), replica_set(D1, 1, 1)]
+    assert envs.previous_release(API, env, "aiship-app").ref == f"{REPO}@{D2}"
+    older = envs.previous_release(API, env, "aiship-app", D1)
+    assert (older.ref, older.model_version, older.git_sha) == (f"{REPO}@{D1}", 1, "f" * 40)
+    with pytest.raises(RolloutError, match="NothingToRollBackTo") as caught:
+        envs.previous_release(API, env, "aiship-app", "sha256:" + "0" * 64)
+    assert D2 in str(caught.value)
