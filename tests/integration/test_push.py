@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flows.registry import PushedImage, find_existing, load_credentials, push
-from flows.settings import REPO_ROOT, Settings
+from flows.settings import Settings
 from tests.integration.test_image_build import FIGURES, build, client, layer_diff_ids
 
 

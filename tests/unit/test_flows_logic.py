@@ -1,0 +1,102 @@
+"""The pure decisions inside the flows: the delivery guard, what the watcher announces, which
+release a rollback picks, how app-test failures are named, and which platform parts are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.app_tests import failing_tests
+from flows.deliver import skip_reason
+from flows.environments import ServingVersion
+from flows.errors import ConfigurationError, PlatformError
+from flows.local_platform import PARTS, check_parts
+from flows.promote import pick_release
+from flows.watch import to_announce
+
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+def serving(version: int | None, git_sha: str = SHA_A, model_sha: str = "m1", name: str = "iris", digest: str = "sha256:" + "1" * 64) -> ServingVersion:
+    return ServingVersion("staging", "aiship-staging", f"127.0.0.1:5000/aiship-app@{digest}", digest, git_sha, name,
+                          version, model_sha, "2026-11-25T00:00:00Z", 2, 2, "http://127.0.0.1:16180")
+
+
+class Ref:
+    def __init__(self, version: int, sha256: str = "m2", name: str = "iris") -> None:
+        self.name, self.version, self.sha256 = name, version, sha256
+
+
+def test_nothing_serving_never_skips():
+    assert skip_reason(None, SHA_A, Ref(1), by_event=True) is None
+
+
+def test_the_same_inputs_already_serving_are_skipped_whoever_asks():
+    for by_event in (True, False):
+        assert "already serves" in skip_reason(serving(3, model_sha="m2"), SHA_A, Ref(3, "m2"), by_event)
+
+
+def test_an_event_never_replaces_a_newer_version_of_the_same_model():
+    reason = skip_reason(serving(5), SHA_A, Ref(4), by_event=True)
+    assert reason and "newer" in reason and "model_version=4" in reason
+
+
+def test_a_pinned_redeploy_from_the_ui_may_go_back():
+    assert skip_reason(serving(5), SHA_A, Ref(4), by_event=False) is None
+
+
+def test_an_event_for_a_newer_version_or_new_code_goes_ahead():
+    assert skip_reason(serving(4), SHA_A, Ref(5), by_event=True) is None
+    assert skip_reason(serving(4, git_sha=SHA_B, model_sha="m2"), SHA_A, Ref(4, "m2"), by_event=True) is None
+
+
+def test_another_model_serving_does_not_block_an_event():
+    assert skip_reason(serving(9, name="digits"), SHA_A, Ref(1), by_event=True) is None
+
+
+def test_first_watch_announces_only_the_newest_of_each_model():
+    assert to_announce({"iris": [1, 2, 3], "digits": [1], "empty": []}, None) == {"iris": [3], "digits": [1]}
+
+
+def test_later_watches_announce_every_version_above_the_highest_seen_once():
+    published = {"iris": [1, 2, 3, 4, 5], "digits": [1, 2]}
+    assert to_announce(published, {"iris": 3, "digits": 2}) == {"iris": [4, 5]}
+    assert to_announce(published, {"iris": 5, "digits": 2}) == {}
+    assert to_announce({"new": [1]}, {"iris": 5}) == {"new": [1]}
+
+
+def test_rollback_picks_the_previous_release_or_the_named_digest():
+    older, oldest = serving(2, digest="sha256:" + "2" * 64), serving(1, digest="sha256:" + "3" * 64)
+    assert pick_release([older, oldest], None, "staging") is older
+    assert pick_release([older, oldest], "3" * 64, "staging") is oldest
+    assert pick_release([older, oldest], "sha256:" + "3" * 64, "staging") is oldest
+
+
+def test_rollback_to_a_digest_that_never_served_names_the_ones_that_did():
+    with pytest.raises(ConfigurationError, match="never served in staging.*sha256:2222"):
+        pick_release([serving(2, digest="sha256:" + "2" * 64)], "f" * 64, "staging")
+    with pytest.raises(ConfigurationError, match="nothing to roll back to"):
+        pick_release([], None, "staging")
+
+
+def test_failing_app_tests_are_named_from_the_junit_report(tmp_path: Path):
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="app.tests.test_api" name="test_ok"/>'
+        '<testcase classname="app.tests.test_api" name="test_broken"><failure message="boom"/></testcase>'
+        '<testcase classname="app.tests.test_api" name="test_error"><error message="oops"/></testcase>'
+        '<testcase classname="app.tests.test_api" name="test_skip"><skipped/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    passed, failed = failing_tests(report)
+    assert passed == 1
+    assert failed == ("app.tests.test_api::test_broken", "app.tests.test_api::test_error")
+
+
+def test_parts_are_known_and_ordered():
+    assert check_parts([]) == list(PARTS)
+    assert check_parts(["kubernetes", "docker"]) == ["docker", "kubernetes"]
+    with pytest.raises(PlatformError, match="unknown part 'dockr'.*docker"):
+        check_parts(["dockr"])
