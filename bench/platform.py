@@ -9,11 +9,16 @@ Prints a table and writes bench/results/platform-<mode>.json.
 
 from __future__ import annotations
 
+import sys
+
+# Run as a script, this folder comes first on sys.path, and this file would shadow the standard
+# library's `platform` module for everything imported after it.
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("/bench")]
+
 import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -83,6 +83,7 @@ def apply(api_client, manifests, registry_block: str) -> None:
     ns = manifests.namespace["metadata"]["name"]
     _upsert("Namespace", "", ns, lambda: core.read_namespace(ns), lambda b: core.create_namespace(b),
             lambda old, b: None, manifests.namespace)  # an existing namespace is left as it is
+    _wait_for_default_service_account(core, ns)
     ensure_pull_secret(api_client, ns, registry_block)
     svc = manifests.service["metadata"]["name"]
 
@@ -108,6 +109,22 @@ def apply(api_client, manifests, registry_block: str) -> None:
 
     _upsert("Deployment", ns, dep, lambda: apps.read_namespaced_deployment(dep, ns),
             lambda b: apps.create_namespaced_deployment(ns, b), replace_deployment, manifests.deployment)
+
+
+def _wait_for_default_service_account(core, ns: str, seconds: float = 30) -> None:
+    """Waits for the namespace's `default` ServiceAccount: pods created before it exists are refused."""
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            call_with_retries(lambda: core.read_namespaced_service_account("default", ns), what=f"read ServiceAccount {ns}/default")
+            return
+        except ApiException as exc:
+            if exc.status != 404 or time.monotonic() > deadline:
+                raise RolloutError("NamespaceNotReady", f"namespace {ns} has no default ServiceAccount after {seconds:.0f} s; "
+                                   "is kube-controller-manager running? `aiship local status kubernetes`") from exc
+        time.sleep(0.5)
 
 
 def ensure_pull_secret(api_client, namespace: str, registry_block: str) -> None:

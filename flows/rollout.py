@@ -172,7 +172,7 @@ def _no_progress(deployment: dict[str, Any], new_pods: list[dict[str, Any]]) -> 
     seconds = deployment["spec"].get("progressDeadlineSeconds", 600)
     ready = sum(1 for p in new_pods for c in (p.get("status") or {}).get("conditions") or []
                 if c.get("type") == "Ready" and c.get("status") == "True")
-    return f"made no progress in {seconds} s ({ready} of {len(new_pods)} new pods ever ready)"
+    return f"made no progress in {seconds} s ({ready} of {len(new_pods)} new pods ready)"
 
 
 def find_previous(deployment: dict[str, Any] | None, replica_sets: list[dict[str, Any]], new_ref: str) -> Previous | None:

@@ -188,10 +188,16 @@ part_down() {
     # Secret tmpfs and the like, deepest first, so the state folder can be removed.
     mounts="$(awk -v root="$KUBELET_ROOT" 'index($2, root) == 1 {print $2}' /proc/self/mounts | sort -r)"
     for i in $mounts; do umount "$i" 2>/dev/null || umount -l "$i" 2>/dev/null || true; done
-    # kube-proxy --cleanup removes its chains; it exits 1 when ipset is missing, after the iptables part.
-    if [[ -x "$BIN/kube-proxy" ]] && iptables-save 2>/dev/null | grep -q KUBE-; then
+    # kube-proxy --cleanup removes its chains (idempotent); it exits 1 when ipset is missing, after
+    # the iptables part is done.
+    if [[ -x "$BIN/kube-proxy" ]]; then
         "$BIN/kube-proxy" --cleanup >"$PART_DIR/kube-proxy-cleanup.log" 2>&1 || true
     fi
+    # --cleanup leaves the empty canary chains kube-proxy watches to notice a flushed table.
+    local table
+    for table in mangle nat filter; do
+        iptables -w -t "$table" -X KUBE-PROXY-CANARY 2>/dev/null || true
+    done
 }
 
 part_status() {

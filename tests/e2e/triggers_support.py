@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from flows.settings import REPO_ROOT, Settings
 
@@ -189,10 +191,36 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def deploy(timeout: float = 300) -> str:
-    """`aiship deploy` (prefect deploy --all) with the venv's python; returns its output."""
-    proc = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "flows.cli", "deploy"], cwd=REPO_ROOT,
+def aiship(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs the `aiship` console script of the venv against the local Prefect server.
+
+    Not `python -m flows.cli`: flows/cli.py has no `__main__` guard, so that form does nothing
+    and exits 0."""
+    env = {**os.environ, "PREFECT_API_URL": os.environ.get("PREFECT_API_URL") or Settings().prefect_api_url}
+    return subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "aiship"), *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
+
+
+def deploy(timeout: float = 300) -> str:
+    """`aiship deploy` (prefect deploy --all); returns its output."""
+    proc = aiship("deploy", timeout=timeout)
+    if proc.returncode != 0 or "registered" not in proc.stdout:
         raise AssertionError(f"aiship deploy failed (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-800:]}")
     return proc.stdout
+
+
+_DEPLOYED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def prefect_api(platform) -> PrefectApi:
+    """The Prefect REST API, after `aiship deploy` registered the deployments (once per test
+    session) and with the worker online."""
+    if not _DEPLOYED:
+        _DEPLOYED.append(deploy())
+    client = PrefectApi(platform.prefect_api_url)
+    for name in FLOW_OF:
+        client.deployment_id(name)  # fails naming the deployment that is missing
+    if not client.worker_online():
+        pytest.fail(f"the worker {WORKER} of pool {POOL} is not ONLINE; start it with `aiship local up prefect`")
+    return client

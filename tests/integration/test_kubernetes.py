@@ -46,9 +46,14 @@ def registry_login(settings) -> dict[str, str]:
     return {"registry": settings.registry_host, "username": creds["username"], "password": creds["password"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def pushed_image(docker_client, settings, registry_login) -> tuple[str, str]:
-    """Builds a tiny HTTP server image on the base image, pushes it, returns (ref@digest, marker)."""
+    """Builds a tiny HTTP server image on the base image, pushes it, returns (ref@digest, marker).
+
+    Each test gets its own image (a uuid marker in a layer), absent from dockerd after the push:
+    dockerd answers a pull by digest from its own store without asking the registry, so only an
+    image no pod pulled yet proves what the registry allows.
+    """
     marker = uuid.uuid4().hex
     dockerfile = (
         f"FROM {settings.base_image}\n"
@@ -175,3 +180,5 @@ def test_pull_without_secret_is_refused(kube_api, namespace, pushed_image):
         assert not (statuses and statuses[0].state.running), "the pod pulled the image without credentials"
         time.sleep(1)
     assert reason in ("ErrImagePull", "ImagePullBackOff"), f"expected a refused pull, last state {reason}"
+    failures = [e.message for e in core.list_namespaced_event(namespace).items if e.reason == "Failed"]
+    assert any("auth" in m.lower() for m in failures), f"the pull failed, but not for lack of credentials: {failures}"

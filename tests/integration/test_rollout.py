@@ -37,6 +37,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/version":
             body, code = json.dumps({"mark": os.environ["MARK"], "env": os.environ.get("AISHIP_APP_ENVIRONMENT")}), 200
+        elif self.path == "/readyz" and os.environ.get("NOT_READY"):
+            body, code = "not ready", 503
         elif self.path in ("/readyz", "/healthz"):
             body, code = "ok", 200
         else:
@@ -50,6 +52,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+if os.environ.get("CRASH_AFTER"):  # ready first, then gone: a crash loop only a cluster sees
+    import threading
+    threading.Timer(float(os.environ["CRASH_AFTER"]), lambda: os._exit(1)).start()
 server = ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 server.serve_forever()
@@ -272,9 +277,16 @@ def test_a_digest_that_does_not_exist_is_undone_and_the_previous_one_keeps_servi
 
 
 def test_the_same_digest_again_changes_nothing(api_client, serving_env, images, settings):
+    from kubernetes import client
+
     env, (_, second) = serving_env
+    apps = client.AppsV1Api(api_client)
+    before = apps.read_namespaced_deployment(settings.app_name, env.namespace).metadata
     result = roll_out_release(api_client, release(images["v2"], 2), env, settings)
-    assert result.digest == second.digest and result.previous_digest == second.digest and result.seconds < 10
+    after = apps.read_namespaced_deployment(settings.app_name, env.namespace).metadata
+    assert result.digest == second.digest and result.previous_digest == second.digest
+    assert after.generation == before.generation  # the pod template did not change: no pod was replaced
+    assert after.annotations[envs.DEPLOYED_AT] == before.annotations[envs.DEPLOYED_AT]  # serving since then
 
 
 def test_a_failed_first_rollout_is_scaled_to_zero(api_client, namespaces, settings, images, pull_secret):
@@ -288,3 +300,27 @@ def test_a_failed_first_rollout_is_scaled_to_zero(api_client, namespaces, settin
     dep = client.AppsV1Api(api_client).read_namespaced_deployment(settings.app_name, env.namespace)
     assert dep.spec.replicas == 0
     assert envs.serving_version(api_client, env, settings.app_name) is None
+
+
+@pytest.mark.parametrize("app_env,reason,extra", [
+    ({"NOT_READY": "1"}, "ProgressDeadlineExceeded", {}),
+    ({"CRASH_AFTER": "6"}, "CrashLoopBackOff", {"rollout_min_ready_seconds": 15}),
+], ids=["readiness-never-true", "crash-after-start"])
+def test_a_template_that_fails_in_the_cluster_is_undone(api_client, serving_env, settings, app_env, reason, extra):
+    env, (_, second) = serving_env
+    broken = env.model_copy(update={"app_env": app_env})  # same image, a manifest setting breaks it
+    strict = settings.model_copy(update={"rollout_progress_deadline_seconds": 20, **extra})
+    started = time.monotonic()
+    with Load(env) as load, pytest.raises(RolloutError) as caught:
+        roll_out_release(api_client, release(second.ref, 2), broken, strict)
+    seconds = time.monotonic() - started
+    assert caught.value.reason == reason, str(caught.value)
+    assert f"restored {second.digest}" in caught.value.message
+    assert set(load.marks) == {"v2"}
+    # the restored pods run the template without the breaking setting
+    pods = envs.serving_version(api_client, env, settings.app_name)
+    assert pods.digest == second.digest and pods.replicas_ready == 2
+    from kubernetes import client
+    dep = client.AppsV1Api(api_client).read_namespaced_deployment(settings.app_name, env.namespace)
+    assert [e.name for e in dep.spec.template.spec.containers[0].env] == ["AISHIP_APP_ENVIRONMENT"]
+    print(f"\n{reason} detected and undone in {seconds:.1f} s; {len(load.failures)} failed of {len(load.marks) + len(load.failures)} requests")

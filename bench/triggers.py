@@ -1,0 +1,131 @@
+"""Figures for issue 6: seconds from an event emitted to its flow run started, and from `git push`
+to the new version serving in staging (warm caches). Targets: <= 5 s and <= 60 s on 2 cores.
+
+    .venv/bin/python bench/triggers.py [--samples 5] [--pushes 1]
+
+Needs the whole local platform (`aiship local up`), the deployments (`aiship deploy`) and a
+version serving in staging. Event samples emit `aiship.model.registered` for the version that
+serves in staging, so each run ends quickly as "skipped". Push samples commit a line under docs/
+to the local bare repository and push it. Prints a table and writes bench/results/triggers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flows.settings import REPO_ROOT, Settings
+
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("PREFECT_API_URL", Settings().prefect_api_url)
+
+from tests.e2e.support import get_json  # noqa: E402
+from tests.e2e.triggers_support import FINAL, BareRepoClone, PrefectApi, now, parse_time  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results"
+STAGING = Settings().environment("staging")
+
+
+def staging_version() -> dict:
+    return get_json(f"http://127.0.0.1:{STAGING.node_port}/version")
+
+
+def event_to_start(api: PrefectApi, model: tuple[str, int] | None, timeout: float = 120) -> dict:
+    """Emits aiship.model.registered for `model` (default: the version serving in staging); seconds
+    from the event to its deliver-model run's start."""
+    from flows.events import emit_model_registered
+    from flows.model_store import get_store
+
+    if model is None:
+        serving = staging_version()["model"]
+        model = (serving["name"], serving["version"])
+    ref = get_store(Settings()).resolve(*model)
+    since = now()
+    event = emit_model_registered(ref)
+    if event is None:
+        raise SystemExit("the event was not emitted: is PREFECT_API_URL set and the server up?")
+    emitted = event.occurred
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.runs("deliver-model", since, model_name=ref.name, model_version=ref.version)
+        started = [r for r in runs if r["start_time"]]
+        if started:
+            run = started[0]
+            created = parse_time(run["created"])
+            start = parse_time(run["start_time"])
+            final = api.wait_final(run["id"], 300)
+            return {"run": run["name"], "created_s": round((created - emitted).total_seconds(), 2),
+                    "started_s": round((start - emitted).total_seconds(), 2), "state": final["state_name"]}
+        time.sleep(0.2)
+    raise SystemExit(f"no deliver-model run started within {timeout:.0f}s of the event {event.id}")
+
+
+def push_to_serving(api: PrefectApi, workdir: Path, n: int, timeout: float = 900) -> dict:
+    """Commits under docs/, pushes to the bare repository; seconds until /version shows the commit."""
+    clone = BareRepoClone(Settings(), workdir / f"clone-{n}")
+    sha = clone.commit_doc(f"bench-{n}")
+    since, started = now(), time.monotonic()
+    clone.push()
+    pushed = time.monotonic() - started
+    deadline = started + timeout
+    run_started = None
+    while time.monotonic() < deadline:
+        runs = api.runs("deliver-commit", since, sha=sha)
+        if runs and run_started is None and runs[0]["start_time"]:
+            run_started = round((parse_time(runs[0]["start_time"]) - since).total_seconds(), 2)
+        if runs and runs[0]["state_type"] in FINAL and runs[0]["state_type"] != "COMPLETED":
+            raise SystemExit(f"the delivery of {sha[:12]} failed: {api.describe(runs[0])}")
+        try:
+            if staging_version()["git_sha"] == sha:
+                return {"sha": sha, "push_s": round(pushed, 2), "run_started_s": run_started,
+                        "serving_s": round(time.monotonic() - started, 2)}
+        except OSError:
+            pass  # between pods: the NodePort may refuse a connection for an instant
+        time.sleep(0.5)
+    raise SystemExit(f"{sha[:12]} did not serve in staging within {timeout:.0f}s of the push")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="event -> run start, and git push -> serving")
+    parser.add_argument("--samples", type=int, default=5, help="events to time (default 5)")
+    parser.add_argument("--pushes", type=int, default=1, help="pushes to time (default 1; each is a build)")
+    parser.add_argument("--model", metavar="NAME:VERSION", help="the version to announce (default: the one serving in staging)")
+    args = parser.parse_args()
+    api = PrefectApi()
+    if not api.worker_online():
+        raise SystemExit("the worker aiship-local-worker is not ONLINE; start it with `aiship local up prefect`")
+    model = (args.model.split(":")[0], int(args.model.split(":")[1])) if args.model else None
+    events = []
+    for i in range(args.samples):
+        events.append(event_to_start(api, model))
+        print(f"event {i + 1}: run created {events[-1]['created_s']} s, started {events[-1]['started_s']} s after the event", flush=True)
+    pushes = []
+    with tempfile.TemporaryDirectory(prefix="aiship-bench-push-") as work:
+        for i in range(args.pushes):
+            pushes.append(push_to_serving(api, Path(work), i))
+            print(f"push {i + 1}: serving {pushes[-1]['serving_s']} s after `git push`", flush=True)
+    median_event = statistics.median(e["started_s"] for e in events) if events else None
+    median_push = statistics.median(p["serving_s"] for p in pushes) if pushes else None
+    load = os.getloadavg()[0]
+    result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(load, 2)},
+              "worker_query_seconds": 2,
+              "event_to_run_start_s": {"median": median_event, "target": 5, "samples": events},
+              "push_to_serving_s": {"median": median_push, "target": 60, "samples": pushes}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "triggers.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'figure':32} {'median':>8} {'target':>8}")
+    print(f"{'event -> flow run started (s)':32} {median_event!s:>8} {'<= 5':>8}")
+    print(f"{'git push -> new version serving':32} {median_push!s:>8} {'<= 60':>8}")
+    print(f"written to {RESULTS / 'triggers.json'}")
+
+
+if __name__ == "__main__":
+    main()
