@@ -222,3 +222,7 @@ def status(
 def main() -> None:
     """Entry point of the `aiship` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -102,18 +102,6 @@ def find_image(source: SourceTree, model: ModelRef, settings: Settings) -> Pushe
     return find_existing(repo, tag, labels, load_credentials(settings.registry_credentials_block))
 
 
-@task(name="publish-serving-table")
-def publish_serving_table(settings: Settings) -> None:
-    """Publishes the table of what now serves in each environment."""
-    api_client = envs.kubernetes_client(settings)
-    try:
-        table = envs.serving(settings, api_client)
-    finally:
-        api_client.close()
-    create_markdown_artifact(key="serving", markdown=envs.serving_markdown(table),
-                             description="What serves in each environment after this run")
-
-
 def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path,
                        clock: StageClock) -> PushedImage:
     """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
@@ -173,7 +161,6 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
                 return skipped(reason)
             with clock.stage("roll_out"):
                 result = roll_out(release, env)
-        publish_serving_table(settings)
         return outcome("delivered", "", pushed, built, result.address)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)

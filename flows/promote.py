@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 
 from flows import environments as envs
-from flows.deliver import publish_serving_table, read_serving
+from flows.deliver import read_serving
 from flows.environments import ReleaseInfo, ServingVersion
 from flows.errors import ConfigurationError
 from flows.locks import environment_lock
@@ -36,11 +36,6 @@ class Promotion:
     approved: bool
     reviewer: str
     comment: str
-
-
-def release_of(serving: ServingVersion) -> ReleaseInfo:
-    """The release (digest and what went into it) that a Deployment or ReplicaSet serves."""
-    return ReleaseInfo(serving.image, serving.git_sha, serving.model_name, serving.model_version or 0, serving.model_sha256)
 
 
 def approval_markdown(release: ReleaseInfo, source: str, target: str, answer: Approval | None) -> str:
@@ -77,7 +72,7 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     serving = read_serving(source, settings)
     if serving is None:
         raise ConfigurationError(f"nothing serves in {source.name} to promote; deliver there first")
-    release = release_of(serving)
+    release = serving.release()
     create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, None))
     answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
         description=f"Promote `{release.ref}` ({release.model_name} v{release.model_version}, "
@@ -87,7 +82,6 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     if answer.approve:
         with environment_lock(target.name):
             roll_out(release, target)
-        publish_serving_table(settings)
     else:
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
     return Promotion(source.name, target.name, release.ref, answer.approve, answer.reviewer, answer.comment)
@@ -128,6 +122,4 @@ def rollback(environment: str = "staging", digest: str | None = None) -> Rollout
     target = pick_release(previous, digest, env.name)
     get_run_logger().info("rolling %s back to %s (%s v%s)", env.name, target.digest, target.model_name, target.model_version)
     with environment_lock(env.name):
-        result = roll_out(release_of(target), env)
-    publish_serving_table(settings)
-    return result
+        return roll_out(target.release(), env)

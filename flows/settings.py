@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
     environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")
     rollout_progress_deadline_seconds: int = Field(default=90, ge=10, description="The Deployment's progressDeadlineSeconds: a rollout making no progress that long is rolled back.")
-    rollout_min_ready_seconds: int = Field(default=5, ge=0, description="The Deployment's minReadySeconds: how long a new pod must stay ready before an old one leaves (above 30 to catch an app that crashes 30 s after start).")
-    rollout_max_surge: int = Field(default=1, ge=1, description="The Deployment's maxSurge: new pods started at once (maxUnavailable is always 0).")
+    rollout_min_ready_seconds: int = Field(default=30, ge=0, description="The Deployment's minReadySeconds: how long a new pod must stay ready before an old one leaves (above 30 to catch an app that crashes 30 s after start).")
+    rollout_max_surge: int | str = Field(default="100%", description="The Deployment's maxSurge: new pods started at once, a count or a percentage (maxUnavailable is always 0); 100% starts all new pods together, so minReadySeconds is paid once.")
 
     @property
     def registry_host(self) -> str:

@@ -49,7 +49,9 @@ def model() -> str:
 
 
 def served(port: int = STAGING_PORT) -> dict:
-    return get_json(f"http://127.0.0.1:{port}/version")
+    """/version of an environment; a refused connection is retried for a few seconds (the local
+    cluster's kube-proxy restarting drops NodePorts for an instant), a wrong answer is not."""
+    return wait_for(lambda: get_json(f"http://127.0.0.1:{port}/version"), 30, f"/version on 127.0.0.1:{port}", 1.0)
 
 
 def serving_digest(kube, environment: str) -> str:

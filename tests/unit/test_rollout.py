@@ -24,7 +24,7 @@ def release(ref: str = REF2, version: int = 2) -> ReleaseInfo:
 
 @pytest.fixture()
 def settings() -> Settings:
-    return Settings(rollout_progress_deadline_seconds=45, rollout_min_ready_seconds=3)
+    return Settings(rollout_progress_deadline_seconds=45, rollout_min_ready_seconds=3, rollout_max_surge=1)
 
 
 # --- refusing what is not pinned ---
@@ -326,3 +326,9 @@ def test_a_rollout_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(RolloutError("CrashLoopBackOff", "restored sha256:…", "events")))
     assert (err.reason, err.message, err.details) == ("CrashLoopBackOff", "restored sha256:…", "events")
+
+
+def test_by_default_all_new_pods_start_together_and_must_outlast_a_30s_crash():
+    spec = render_manifests(release(), ENV, Settings(), "t").deployment["spec"]
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": "100%"}
+    assert spec["minReadySeconds"] >= 30
