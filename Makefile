@@ -14,9 +14,18 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-## demo: bring the whole local platform up and print where everything answers.
+DEMO_MODEL ?= breast-cancer
+
+## demo: the whole pipeline on a fresh machine: platform up, deployments registered, the sample
+## model trained and published, `deliver` run, then where the app answers and what it serves.
 demo: setup
 	$(VENV)/bin/aiship local up
+	$(VENV)/bin/aiship deploy
+	$(PY) -m app.train .aiship/demo-model
+	$(VENV)/bin/aiship model publish .aiship/demo-model --name $(DEMO_MODEL) --no-event
+	$(VENV)/bin/aiship deliver $(DEMO_MODEL)
+	$(VENV)/bin/aiship status
+	@echo "Prefect UI: $${PREFECT_API_URL%/api}  (deployments: $${PREFECT_API_URL%/api}/deployments)"
 
 ## test: everything CI runs, slow end-to-end tests included (starts the platform first).
 test: setup

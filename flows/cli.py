@@ -88,6 +88,7 @@ def model_publish(
     path: Annotated[Path, typer.Argument(help="Folder holding model.skops and model.json (from app/train.py).")],
     name: Annotated[str, typer.Option("--name", help="Model name: lowercase letters, digits, '-'.")],
     store: StoreOpt = None,
+    event: Annotated[bool, typer.Option("--event/--no-event", help="Emit aiship.model.registered (which starts deliver-model).")] = True,
 ) -> None:
     """Publish PATH as the next version of NAME, then emit aiship.model.registered."""
     from flows import events
@@ -98,6 +99,9 @@ def model_publish(
     except AishipError as exc:
         fail(exc)
     typer.echo(f"published {ref.name}:{ref.version} sha256:{ref.sha256} ({ref.size} bytes) at {ref.uri}")
+    if not event:
+        typer.echo(f"event {events.MODEL_REGISTERED} not emitted (--no-event)")
+        return
     available, where = events.prefect_api_status()
     if not available:
         typer.echo(f"event {events.MODEL_REGISTERED} not emitted: {where}")

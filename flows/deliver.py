@@ -52,6 +52,7 @@ class Delivery:
     layers_pushed: int = 0
     layers_existing: int = 0
     bytes_pushed: int = 0
+    image_bytes: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,7 +104,7 @@ def find_image(source: SourceTree, model: ModelRef, settings: Settings) -> Pushe
 
 
 def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path,
-                       clock: StageClock) -> PushedImage:
+                       clock: StageClock) -> tuple[PushedImage, int]:
     """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
     with clock.stage("fetch"):
         fetched = fetch_model(model, workdir / "model", settings)
@@ -112,7 +113,7 @@ def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, 
     with clock.stage("smoke_test"):
         smoke_test(built, fetched)
     with clock.stage("push"):
-        return push_image(built, settings)
+        return push_image(built, settings), built.size_bytes
 
 
 def run_delivery(model_name: str, model_version: int | None, git_ref: str, environment: str, *, by_event: bool) -> Delivery:
@@ -131,12 +132,14 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
             model = resolve_model(model_name, model_version, settings)
             serving = read_serving(env, settings)
 
+        image_bytes = 0
+
         def outcome(kind: str, reason: str, pushed: PushedImage | None, built: bool, address: str) -> Delivery:
             return Delivery(env.name, kind, reason, pushed.ref if pushed else (serving.image if serving else ""),
                             source.sha, model.name, model.version, model.sha256, built, address,
                             len(pushed.layers_pushed) if pushed and built else 0,
                             len(pushed.layers_existing) if pushed and built else 0,
-                            pushed.bytes_pushed if pushed and built else 0, clock.seconds)
+                            pushed.bytes_pushed if pushed and built else 0, image_bytes, clock.seconds)
 
         def skipped(reason: str) -> Delivery:
             log.info("nothing to roll out: %s", reason)
@@ -147,9 +150,9 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
             return skipped(reason)
         with clock.stage("find_image"):
             pushed = find_image(source, model, settings)
-        built = pushed is None
+        built, image_bytes = pushed is None, 0
         if pushed is None:
-            pushed = build_tested_image(source, model, settings, workdir, clock)
+            pushed, image_bytes = build_tested_image(source, model, settings, workdir, clock)
         else:
             log.info("image for %s + %s v%s already in the registry: %s; nothing is built",
                      source.short_sha, model.name, model.version, pushed.ref)

@@ -1,0 +1,100 @@
+"""Benchmark: seconds per stage of `deliver` for a first delivery, a model-only change and a
+code-only change; bytes pushed in each; the image's size.
+
+    .venv/bin/python bench/deliver.py [--cold]
+
+Runs on the local platform (`aiship local up`) into an environment of its own (`bench`,
+namespace aiship-bench, NodePort 16160) with an app repository of its own in the registry, so the
+first delivery pushes every layer. `--cold` also empties the wheel cache and prunes dockerd's
+dangling images (the dependency stage's layer cache), so the first build starts from nothing
+but the base image. Prints a table and writes bench/results/deliver.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Run as a script, this folder comes first on sys.path; bench/platform.py would shadow `platform`.
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("/bench")]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+STAGES = ("check_out", "app_tests", "resolve", "find_image", "fetch", "build", "smoke_test", "push",
+          "wait_for_environment", "roll_out")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def setup(cold: bool) -> tuple[Path, Path]:
+    """Environment variables for a bench environment, app repository and (when cold) caches."""
+    from flows.settings import _default_environments
+
+    envs = {n: e.model_dump() for n, e in _default_environments().items()}
+    envs["bench"] = {"name": "bench", "namespace": "aiship-bench", "replicas": 2, "node_port": 16160}
+    os.environ["AISHIP_ENVIRONMENTS"] = json.dumps(envs)
+    os.environ["AISHIP_APP_NAME"] = f"aiship-bench-{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix="aiship-bench-deliver-"))
+    if cold:
+        os.environ["AISHIP_CACHE_DIR"] = str(work / "cache")
+        subprocess.run(["docker", "image", "prune", "-f"], capture_output=True, check=False)
+    repo = work / "repo"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    git(repo, "checkout", "--quiet", "-B", "main", "HEAD")
+    os.environ["AISHIP_GIT_REPOSITORY"] = str(repo)
+    return work, repo
+
+
+def run(label: str, name: str, version: int, ref: str) -> dict:
+    from flows.deliver import deliver
+
+    result = deliver(name, version, ref, "bench")
+    row = {"case": label, "outcome": result.outcome, "built": result.built, "layers_pushed": result.layers_pushed,
+           "bytes_pushed": result.bytes_pushed, "image_bytes": result.image_bytes,
+           "total_s": round(sum(result.stage_seconds.values()), 1), **{s: result.stage_seconds.get(s, 0.0) for s in STAGES}}
+    print(f"{label:18s} total {row['total_s']:7.1f} s  pushed {row['layers_pushed']} layer(s), "
+          f"{row['bytes_pushed'] / 2**20:8.1f} MiB  image {row['image_bytes'] / 2**20:6.1f} MiB", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", action="store_true", help="empty the wheel cache and the layer cache first")
+    args = parser.parse_args()
+    work, repo = setup(args.cold)
+
+    from flows.model_store import get_store
+    from flows.settings import Settings
+    from tests.fixtures.models import good_model
+
+    store, name = get_store(Settings()), f"bench-{uuid.uuid4().hex[:6]}"
+    v1 = store.publish(good_model(work / "v1", seed=0), name).version
+    rows = [run("first delivery", name, v1, "main")]
+    v2 = store.publish(good_model(work / "v2", seed=1), name).version
+    rows.append(run("model-only change", name, v2, "main"))
+    routes = repo / "app" / "routes.py"
+    routes.write_text(routes.read_text() + "\n# bench: a code-only change\n")
+    git(repo, "-c", "user.name=bench", "-c", "user.email=bench@aiship.invalid", "commit", "-qam", "bench: code-only change")
+    rows.append(run("code-only change", name, v2, git(repo, "rev-parse", "HEAD")))
+
+    print(f"\n{'stage':22s}" + "".join(f"{r['case']:>20s}" for r in rows))
+    for stage in STAGES:
+        print(f"{stage:22s}" + "".join(f"{r[stage]:20.1f}" for r in rows))
+    out = ROOT / "bench" / "results" / "deliver.json"
+    out.write_text(json.dumps({"cold": args.cold, "rows": rows}, indent=2))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
