@@ -19,6 +19,24 @@ from prefect.blocks.core import Block
 from flows.errors import ConfigurationError, PlatformError
 from flows.settings import Settings
 
+
+def load_block(block_cls, name: str, part: str):
+    """Loads Prefect block `name`, or raises ConfigurationError saying how to create it or reach the API."""
+    from flows.events import prefect_api_status
+
+    available, why = prefect_api_status()
+    if not available:  # without this Prefect would start a throwaway server, wait 25 s and fail
+        raise ConfigurationError(
+            f"cannot load Prefect block {name!r}: {why}; set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    try:
+        return block_cls.load(name, _sync=True)
+    except ValueError as exc:  # Prefect's "Unable to find block document named …"
+        raise ConfigurationError(
+            f"Prefect block {name!r} ({block_cls.__name__}) not found ({exc}); "
+            f"create it with `aiship local up {part}` or name another block in the settings"
+        ) from exc
+
 PULL_SECRET = "aiship-registry"
 # Azurite's development account; its name and key are published in Azure's documentation.
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -152,13 +170,7 @@ def ensure_image_pull_secret(api_client: Any, namespace: str, registry_block_nam
     from kubernetes.client.exceptions import ApiException
     from prefect_docker.credentials import DockerRegistryCredentials
 
-    try:
-        creds = DockerRegistryCredentials.load(registry_block_name, _sync=True)
-    except ValueError as exc:  # Prefect's "Unable to find block document named …"
-        raise ConfigurationError(
-            f"no DockerRegistryCredentials block named {registry_block_name!r}: {exc}; "
-            "write the local blocks with `aiship local up` (or set AISHIP_REGISTRY_CREDENTIALS_BLOCK)"
-        ) from exc
+    creds = load_block(DockerRegistryCredentials, registry_block_name, "registry")
     # The password is unwrapped only into the Secret's body, which is never logged.
     data = dockerconfigjson(creds.registry_url, creds.username, creds.password.get_secret_value())
     body = client.V1Secret(

@@ -134,19 +134,10 @@ def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
             raise ConfigurationError(f"cannot use kubeconfig {kubeconfig}: {exc}; is the cluster up? `aiship local up kubernetes`") from exc
     from prefect_kubernetes.credentials import KubernetesCredentials
 
+    from flows.blocks import load_block
+
     name = settings.kubernetes_credentials_block
-    try:
-        block = KubernetesCredentials.load(name, _sync=True)
-    except ValueError as exc:  # Prefect's "Unable to find block document named …"
-        raise ConfigurationError(
-            f"no KubernetesCredentials block named {name!r}: {exc}; write the local blocks with `aiship local up` "
-            "(or set AISHIP_KUBERNETES_CREDENTIALS_BLOCK)"
-        ) from exc
-    except Exception as exc:
-        raise PlatformError(
-            f"cannot load the KubernetesCredentials block {name!r} from Prefect ({type(exc).__name__}: {exc}); "
-            "is the Prefect server running? `aiship local up prefect`"
-        ) from exc
+    block = load_block(KubernetesCredentials, name, "kubernetes")
     if block.cluster_config is None:
         raise ConfigurationError(f"the KubernetesCredentials block {name!r} has no cluster_config; re-create it from a kubeconfig")
     cluster = block.cluster_config

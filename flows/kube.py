@@ -6,7 +6,6 @@ the rest; a refusal by the API server becomes a RolloutError naming the object.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
@@ -129,27 +128,9 @@ def _wait_for_default_service_account(core, ns: str, seconds: float = 30) -> Non
 
 def ensure_pull_secret(api_client, namespace: str, registry_block: str) -> None:
     """Creates or updates Secret `aiship-registry` (dockerconfigjson) from the DockerRegistryCredentials block."""
-    try:
-        from flows.blocks import ensure_image_pull_secret
-    except ImportError:  # flows/blocks.py not there yet: do the same here
-        ensure_image_pull_secret = _ensure_pull_secret
+    from flows.blocks import ensure_image_pull_secret
+
     ensure_image_pull_secret(api_client, namespace, registry_block)
-
-
-def _ensure_pull_secret(api_client, namespace: str, registry_block: str) -> None:
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    creds = DockerRegistryCredentials.load(registry_block, _sync=True)
-    password = creds.password.get_secret_value()  # unwrapped only for the Secret's body, never logged
-    auth = base64.b64encode(f"{creds.username}:{password}".encode()).decode()
-    config = {"auths": {creds.registry_url: {"username": creds.username, "password": password, "auth": auth}}}
-    body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-            "metadata": {"name": PULL_SECRET, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "aiship"}},
-            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
-    core, _ = _apis(api_client)
-    _upsert("Secret", namespace, PULL_SECRET, lambda: core.read_namespaced_secret(PULL_SECRET, namespace),
-            lambda b: core.create_namespaced_secret(namespace, b),
-            lambda old, b: core.replace_namespaced_secret(PULL_SECRET, namespace, b), body)
 
 
 def observe(api_client, ns: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from flows.errors import PlatformError
 from flows.settings import REPO_ROOT, Settings

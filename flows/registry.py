@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from prefect import task
 
-from flows.errors import ConfigurationError, ImagePushError
+from flows.errors import ImagePushError
 from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION
 from flows.retry import retry_condition
 
@@ -214,13 +214,9 @@ def load_credentials(block_name: str) -> Any:
     """The DockerRegistryCredentials block `block_name`, or ConfigurationError saying how to create it."""
     from prefect_docker.credentials import DockerRegistryCredentials
 
-    try:
-        return DockerRegistryCredentials.load(block_name)
-    except ValueError as exc:  # Prefect raises ValueError for a block that does not exist
-        raise ConfigurationError(
-            f"registry credentials block {block_name!r} not found ({exc}); create it with `aiship local up registry` "
-            "or set AISHIP_REGISTRY_CREDENTIALS_BLOCK"
-        ) from exc
+    from flows.blocks import load_block
+
+    return load_block(DockerRegistryCredentials, block_name, "registry")
 
 
 # ---------------------------------------------------------------- the task

@@ -28,6 +28,7 @@ from flows.manifest import (
     CARD_FILE, MANIFEST_FILE, MODEL_FILE, ModelManifest, parse_manifest, read_card, sha256_file,
     validate_model_name,
 )
+from flows.blocks import load_block  # noqa: F401  (the stores load their credentials with it)
 from flows.retry import call_with_retries, is_transient
 
 T = TypeVar("T")
@@ -82,25 +83,6 @@ def key_of(name: str, version: int, file: str) -> str:
 def default_publisher() -> str:
     """user@host of whoever runs the publish (AISHIP_PUBLISHER overrides, e.g. in CI)."""
     return os.environ.get("AISHIP_PUBLISHER") or f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def load_block(block_cls, name: str, part: str):
-    """Loads Prefect block `name`, or raises ConfigurationError saying how to create it or reach the API."""
-    from flows.errors import ConfigurationError
-    from flows.events import prefect_api_status
-
-    available, why = prefect_api_status()
-    if not available:  # without this Prefect would start a throwaway server, wait 25 s and fail
-        raise ConfigurationError(
-            f"cannot load Prefect block {name!r}: {why}; set PREFECT_API_URL=http://127.0.0.1:4200/api"
-        )
-    try:
-        return block_cls.load(name)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"Prefect block {name!r} ({block_cls.__name__}) not found ({exc}); "
-            f"create it with `aiship local up {part}` or name another block in the settings"
-        ) from exc
 
 
 def check_model_file(path: Path) -> None:

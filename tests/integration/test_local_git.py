@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from flows.settings import REPO_ROOT
+from tests.prefect_events import read_events, wait_for_event
 
 PREFECT_API = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 
@@ -50,26 +50,6 @@ def receiver(settings) -> str:
     if not (settings.state_dir / "webhooks" / "secret").is_file():
         pytest.fail(f"{settings.state_dir}/webhooks/secret is missing; run `bash local/webhooks.sh up`")
     return url
-
-
-def read_events(name: str, resource_id: str) -> list[dict]:
-    body = {"filter": {"event": {"name": [name]}, "any_resource": {"id": [resource_id]}}, "limit": 50}
-    response = httpx.post(f"{PREFECT_API}/events/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()["events"]
-
-
-def wait_for_event(name: str, resource_id: str, timeout: float = 30.0, **payload) -> dict:
-    """The event whose payload has these values, once the server has stored it (it stores in batches)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in read_events(name, resource_id) if all(e["payload"].get(k) == v for k, v in payload.items())]
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if not found:
-        pytest.fail(f"no {name} event for {resource_id} with {payload} on {PREFECT_API} within {timeout}s")
-    return found[0]
 
 
 @pytest.fixture

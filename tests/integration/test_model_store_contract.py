@@ -87,7 +87,6 @@ def azure_container(settings: Settings):
 @pytest.fixture(scope="session")
 def s3_bucket(settings: Settings):
     """A uuid bucket in the local S3 server, emptied and deleted after the session."""
-    import boto3
 
     require_port(settings.s3_port, "s3")
     bucket = f"aiship-test-{uuid.uuid4().hex[:12]}"

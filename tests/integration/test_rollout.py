@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from flows import environments as envs
-from flows import kube
 from flows.environments import ReleaseInfo
 from flows.errors import RolloutError
 from flows.rollout import roll_out_release

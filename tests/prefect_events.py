@@ -1,0 +1,31 @@
+"""Reading aiship's events back from the Prefect server (tests of the ways in use it)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+
+PREFECT_API = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+
+def read_events(name: str, resource_id: str) -> list[dict]:
+    body = {"filter": {"event": {"name": [name]}, "any_resource": {"id": [resource_id]}}, "limit": 50}
+    response = httpx.post(f"{PREFECT_API}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def wait_for_event(name: str, resource_id: str, timeout: float = 30.0, **payload) -> dict:
+    """The event whose payload has these values, once the server has stored it (it stores in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in read_events(name, resource_id) if all(e["payload"].get(k) == v for k, v in payload.items())]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not found:
+        pytest.fail(f"no {name} event for {resource_id} with {payload} on {PREFECT_API} within {timeout}s")
+    return found[0]
