@@ -225,6 +225,10 @@ def status(
 
 def main() -> None:
     """Entry point of the `aiship` console script."""
+    import os
+
+    # Without an API URL Prefect would start a throwaway server for each command: use the local one.
+    os.environ.setdefault("PREFECT_API_URL", Settings().prefect_api_url)
     app()
 
 

@@ -157,7 +157,9 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
             log.info("image for %s + %s v%s already in the registry: %s; nothing is built",
                      source.short_sha, model.name, model.version, pushed.ref)
         release = ReleaseInfo.from_pushed(pushed, source.sha, model.name, model.version, model.sha256)
-        with clock.stage("wait_for_environment"), environment_lock(env.name):
+        waiting_since = time.monotonic()
+        with environment_lock(env.name):
+            clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
             # Runs waiting here start in no set order: look again at what serves once it is our turn.
             serving = read_serving(env, settings)
             if reason := skip_reason(serving, source.sha, model, by_event):

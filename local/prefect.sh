@@ -19,9 +19,9 @@ KEY_FILE="$PART_DIR/encryption.key"
 export PREFECT_HOME="$PART_DIR/home"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_API_URL="$ADDRESS/api"
-# The worker asks for scheduled runs every 2 s instead of 10 s, so that an event starts its run
+# The worker asks for scheduled runs every second instead of every 10 s, so that an event starts its run
 # within the 5 s aiship promises; heartbeats every 10 s keep the worker's ONLINE status fresh.
-export PREFECT_WORKER_QUERY_SECONDS=2
+export PREFECT_WORKER_QUERY_SECONDS=1
 export PREFECT_WORKER_HEARTBEAT_SECONDS=10
 unset PREFECT_PROFILE
 

@@ -65,11 +65,7 @@ class ModelStore(Protocol):
     """What every model store offers."""
 
     def publish(self, model_dir: Path, name: str) -> ModelRef: ...
-    def names(self) -> list[str]:
-        """Names of the models that have at least one key in the store, sorted."""
-        keys = self._call(f"list {self._uri('models/')}", lambda: self._list_keys("models/"))
-        return sorted({key.split("/")[1] for key in keys if key.count("/") >= 3})
-
+    def names(self) -> list[str]: ...
     def versions(self, name: str) -> list[int]: ...
     def resolve(self, name: str, version: int | None = None) -> ModelRef: ...
     def fetch(self, ref: ModelRef, dest: Path) -> FetchedModel: ...
@@ -159,6 +155,11 @@ class BaseModelStore(ABC):
                 if parts[1] == MANIFEST_FILE:
                     visible.add(int(parts[0]))
         return claimed, visible
+
+    def names(self) -> list[str]:
+        """Names of the models that have at least one key in the store, sorted."""
+        keys = self._call(f"list {self._uri('models/')}", lambda: self._list_keys("models/"))
+        return sorted({key.split("/")[1] for key in keys if key.count("/") >= 3})
 
     def versions(self, name: str) -> list[int]:
         """Published versions of `name`, ascending; a version without manifest.json is not published yet."""

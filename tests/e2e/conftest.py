@@ -102,4 +102,4 @@ def worktree(tmp_path_factory) -> WorkTree:
 @pytest.fixture(scope="session")
 def model_name() -> str:
     """A model name of this session's own, so runs never meet another session's versions."""
-    return f"e2e-{uuid.uuid4().hex[:8]}"
+    return f"aiship-tests-e2e-{uuid.uuid4().hex[:8]}"
