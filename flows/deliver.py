@@ -116,9 +116,49 @@ def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, 
         return push_image(built, settings), built.size_bytes
 
 
+def delivery_record(env: Environment, outcome: str, reason: str, source: SourceTree, model: ModelRef, ref: str,
+                    pushed: PushedImage | None, image_bytes: int, clock: StageClock, address: str) -> Delivery:
+    """The Delivery a run returns; `pushed` is the image this run pushed (None when it pushed nothing)."""
+    return Delivery(env.name, outcome, reason, ref, source.sha, model.name, model.version, model.sha256,
+                    pushed is not None, address,
+                    len(pushed.layers_pushed) if pushed else 0, len(pushed.layers_existing) if pushed else 0,
+                    pushed.bytes_pushed if pushed else 0, image_bytes, clock.seconds)
+
+
+def skipped(env: Environment, reason: str, source: SourceTree, model: ModelRef, serving: ServingVersion | None,
+            clock: StageClock) -> Delivery:
+    """Records and returns a delivery that rolled nothing out, and why."""
+    get_run_logger().info("nothing to roll out: %s", reason)
+    create_markdown_artifact(key=f"delivery-{env.name}", markdown=f"**Skipped**: {reason}")
+    return delivery_record(env, "skipped", reason, source, model, serving.image if serving else "", None, 0, clock,
+                           envs.address(env))
+
+
+def ship(source: SourceTree, model: ModelRef, env: Environment, settings: Settings, workdir: Path,
+         clock: StageClock, by_event: bool) -> Delivery:
+    """Reuses or builds the tested image, then rolls it out holding the environment's lock."""
+    with clock.stage("find_image"):
+        existing = find_image(source, model, settings)
+    pushed, image_bytes = (None, 0) if existing else build_tested_image(source, model, settings, workdir, clock)
+    image = existing or pushed
+    if existing:
+        get_run_logger().info("image for %s + %s v%s already in the registry: %s; nothing is built",
+                              source.short_sha, model.name, model.version, existing.ref)
+    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256)
+    waiting_since = time.monotonic()
+    with environment_lock(env.name):
+        clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
+        # Runs waiting here start in no set order: look again at what serves once it is our turn.
+        serving = read_serving(env, settings)
+        if reason := skip_reason(serving, source.sha, model, by_event):
+            return skipped(env, reason, source, model, serving, clock)
+        with clock.stage("roll_out"):
+            result = roll_out(release, env)
+    return delivery_record(env, "delivered", "", source, model, result.ref, pushed, image_bytes, clock, result.address)
+
+
 def run_delivery(model_name: str, model_version: int | None, git_ref: str, environment: str, *, by_event: bool) -> Delivery:
     """The delivery's steps, shared by `deliver` and `deliver_commit`."""
-    log = get_run_logger()
     settings = Settings()
     env = settings.environment(environment)
     clock = StageClock()
@@ -131,42 +171,9 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
         with clock.stage("resolve"):
             model = resolve_model(model_name, model_version, settings)
             serving = read_serving(env, settings)
-
-        image_bytes = 0
-
-        def outcome(kind: str, reason: str, pushed: PushedImage | None, built: bool, address: str) -> Delivery:
-            return Delivery(env.name, kind, reason, pushed.ref if pushed else (serving.image if serving else ""),
-                            source.sha, model.name, model.version, model.sha256, built, address,
-                            len(pushed.layers_pushed) if pushed and built else 0,
-                            len(pushed.layers_existing) if pushed and built else 0,
-                            pushed.bytes_pushed if pushed and built else 0, image_bytes, clock.seconds)
-
-        def skipped(reason: str) -> Delivery:
-            log.info("nothing to roll out: %s", reason)
-            create_markdown_artifact(key=f"delivery-{env.name}", markdown=f"**Skipped**: {reason}")
-            return outcome("skipped", reason, None, False, envs.address(env))
-
         if reason := skip_reason(serving, source.sha, model, by_event):
-            return skipped(reason)
-        with clock.stage("find_image"):
-            pushed = find_image(source, model, settings)
-        built, image_bytes = pushed is None, 0
-        if pushed is None:
-            pushed, image_bytes = build_tested_image(source, model, settings, workdir, clock)
-        else:
-            log.info("image for %s + %s v%s already in the registry: %s; nothing is built",
-                     source.short_sha, model.name, model.version, pushed.ref)
-        release = ReleaseInfo.from_pushed(pushed, source.sha, model.name, model.version, model.sha256)
-        waiting_since = time.monotonic()
-        with environment_lock(env.name):
-            clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
-            # Runs waiting here start in no set order: look again at what serves once it is our turn.
-            serving = read_serving(env, settings)
-            if reason := skip_reason(serving, source.sha, model, by_event):
-                return skipped(reason)
-            with clock.stage("roll_out"):
-                result = roll_out(release, env)
-        return outcome("delivered", "", pushed, built, result.address)
+            return skipped(env, reason, source, model, serving, clock)
+        return ship(source, model, env, settings, workdir, clock, by_event)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
