@@ -29,3 +29,21 @@ def wait_for_event(name: str, resource_id: str, timeout: float = 30.0, **payload
     if not found:
         pytest.fail(f"no {name} event for {resource_id} with {payload} on {PREFECT_API} within {timeout}s")
     return found[0]
+
+
+def answers(url: str) -> bool:
+    """True when `url` answers 200."""
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def running_receiver(settings) -> str:
+    """The webhook receiver's URL; fails (never skips) when it or the Prefect server is not running."""
+    if not answers(f"{PREFECT_API}/health"):
+        pytest.fail(f"the Prefect server at {PREFECT_API} does not answer; start it with `aiship local up prefect`")
+    url = f"http://127.0.0.1:{settings.webhook_port}"
+    if not answers(f"{url}/healthz"):
+        pytest.fail(f"the webhook receiver at {url} does not answer; start it with `bash local/webhooks.sh up`")
+    return url

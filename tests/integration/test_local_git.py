@@ -13,13 +13,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flows.settings import REPO_ROOT
-from tests.prefect_events import read_events, wait_for_event
+from tests.prefect_events import read_events, running_receiver, wait_for_event
 
-PREFECT_API = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "aiship test", "GIT_AUTHOR_EMAIL": "test@aiship", "GIT_COMMITTER_NAME": "aiship test",
            "GIT_COMMITTER_EMAIL": "test@aiship", "GIT_CONFIG_GLOBAL": "/dev/null"}
@@ -32,21 +30,10 @@ def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subproc
     return result
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def receiver(settings) -> str:
-    """The receiver's URL; fails (never skips) when it or the Prefect server is not running."""
-    if not _answers(f"{PREFECT_API}/health"):
-        pytest.fail(f"the Prefect server at {PREFECT_API} does not answer; start it with `aiship local up prefect`")
-    url = f"http://127.0.0.1:{settings.webhook_port}"
-    if not _answers(f"{url}/healthz"):
-        pytest.fail(f"the webhook receiver at {url} does not answer; start it with `bash local/webhooks.sh up`")
+    """The receiver's URL, and the secret file the hook reads; fails (never skips) when missing."""
+    url = running_receiver(settings)
     if not (settings.state_dir / "webhooks" / "secret").is_file():
         pytest.fail(f"{settings.state_dir}/webhooks/secret is missing; run `bash local/webhooks.sh up`")
     return url

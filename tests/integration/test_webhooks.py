@@ -16,29 +16,15 @@ import httpx
 import pytest
 
 from flows.settings import REPO_ROOT
-from tests.prefect_events import read_events, wait_for_event
+from tests.prefect_events import answers, read_events, running_receiver, wait_for_event
 from flows.webhooks import github_signature
 
-RECEIVER = "http://127.0.0.1:{port}"
-PREFECT_API = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def receiver(settings) -> str:
     """The receiver's base URL; fails (never skips) when it or the Prefect server is not running."""
-    if not _answers(f"{PREFECT_API}/health"):
-        pytest.fail(f"the Prefect server at {PREFECT_API} does not answer; start it with `aiship local up prefect`")
-    url = RECEIVER.format(port=settings.webhook_port)
-    if not _answers(f"{url}/healthz"):
-        pytest.fail(f"the webhook receiver at {url} does not answer; start it with `bash local/webhooks.sh up`")
-    return url
+    return running_receiver(settings)
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +147,12 @@ def test_script_up_is_idempotent_and_down_stops_only_its_pid(receiver, tmp_path)
         assert state == "running" and address.endswith(env["AISHIP_WEBHOOK_PORT"]) and version.startswith("gunicorn")
         assert _script("up", env).returncode == 0
         assert _script("status", env).stdout.split("\t")[2] == pid  # reused, not restarted
-        assert _answers(f"{address}/healthz")
+        assert answers(f"{address}/healthz")
     finally:
         assert _script("down", env).returncode == 0
     assert _script("status", env).stdout.startswith("stopped\t")
-    assert not _answers(f"http://127.0.0.1:{env['AISHIP_WEBHOOK_PORT']}/healthz")
-    assert _answers(f"{receiver}/healthz")  # the shared receiver still runs
+    assert not answers(f"http://127.0.0.1:{env['AISHIP_WEBHOOK_PORT']}/healthz")
+    assert answers(f"{receiver}/healthz")  # the shared receiver still runs
 
 
 def test_script_refuses_a_taken_port_in_one_line(tmp_path, receiver, settings):
