@@ -30,10 +30,11 @@ def local_up(parts: PartsArg = None) -> None:
 
     settings = Settings()
     try:
-        local_platform.up(parts or [], settings)
+        rows = local_platform.up(parts or [], settings)
     except AishipError as exc:
         fail(exc)
-    print_status(local_platform.status(settings, parts), settings)
+    shown = set(local_platform.check_parts(parts or []))
+    print_status([row for row in rows if row.part in shown], settings)
 
 
 @local_app.command("down")

@@ -78,18 +78,20 @@ def run_script(part: str, action: str, settings: Settings, *, capture: bool = Fa
     return proc.stdout or ""
 
 
-def up(parts: list[str], settings: Settings) -> None:
+def up(parts: list[str], settings: Settings) -> list[PartStatus]:
     """Starts the parts in order; stops at the first that fails (what it started, it stopped).
 
     Then writes the Prefect blocks (credentials) of whatever runs, when the Prefect server runs.
+    Returns the status of every part, as read once after the start.
     """
     for part in check_parts(parts):
         run_script(part, "up", settings)
-    states = {row.part: row.state for row in status(settings)}
-    if states.get("prefect") == "running":
+    rows = status(settings)
+    if any(row.part == "prefect" and row.state == "running" for row in rows):
         from flows.blocks import write_local_blocks
 
         write_local_blocks(settings)
+    return rows
 
 
 def down(parts: list[str], settings: Settings) -> None:

@@ -72,11 +72,9 @@ part_up() {
 part_down() { stop_pidfile "$PIDFILE"; }
 
 part_status() {
-    local pid version="-"
-    pid="$(pid_of "$PIDFILE")"
+    local version="-"
     [[ -f "$INSTALL_DIR/node_modules/azurite/package.json" ]] && version="azurite $AZURITE_VERSION"
-    if [[ -n "$pid" ]]; then status_line running "$ADDRESS" "$pid" "$version"
-    else status_line stopped "$ADDRESS" "" "$version"; fi
+    pidfile_status "$PIDFILE" "$ADDRESS" "$version"
 }
 
 dispatch "$@"

@@ -101,6 +101,14 @@ wait_ready() {
 # status_line STATE ADDRESS PID VERSION
 status_line() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "${3:--}" "${4:--}"; }
 
+# pidfile_status PIDFILE ADDRESS VERSION: running while the pid in PIDFILE lives, else stopped.
+pidfile_status() {
+    local pid
+    pid="$(pid_of "$1")"
+    if [[ -n "$pid" ]]; then status_line running "$2" "$pid" "$3"
+    else status_line stopped "$2" "" "$3"; fi
+}
+
 # dispatch "$@": calls part_up, part_down or part_status.
 dispatch() {
     case "${1:-}" in

@@ -94,11 +94,6 @@ part_up() {
 
 part_down() { stop_pidfile "$PIDFILE"; }
 
-part_status() {
-    local pid
-    pid="$(pid_of "$PIDFILE")"
-    if [[ -n "$pid" ]]; then status_line running "$ADDRESS" "$pid" "$(gunicorn_version)"
-    else status_line stopped "$ADDRESS" "" "$(gunicorn_version)"; fi
-}
+part_status() { pidfile_status "$PIDFILE" "$ADDRESS" "$(gunicorn_version)"; }
 
 dispatch "$@"

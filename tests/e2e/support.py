@@ -10,8 +10,29 @@ import urllib.request
 from dataclasses import dataclass, field
 
 
+class BackgroundLoop:
+    """Runs `_run` on a daemon thread inside a `with` block; `_stop` tells it to end."""
+
+    join_timeout = 30.0
+
+    def _start_thread(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.join_timeout)
+
+
 @dataclass
-class LoadGenerator:
+class LoadGenerator(BackgroundLoop):
     """Sends POST /predict to one address until stopped (at most `max_seconds`), counting failures."""
 
     url: str
@@ -23,8 +44,7 @@ class LoadGenerator:
     versions: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="load-generator", daemon=True)
+        self._start_thread("load-generator")
 
     def _one(self) -> None:
         request = urllib.request.Request(self.url, data=self.body, headers={"Content-Type": "application/json"})
@@ -44,17 +64,9 @@ class LoadGenerator:
             self._one()
             time.sleep(self.interval)
 
-    def __enter__(self) -> LoadGenerator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
 
 @dataclass
-class ReplicaSetWatcher:
+class ReplicaSetWatcher(BackgroundLoop):
     """Records which pod-template hashes had pods in a namespace while it ran."""
 
     api_client: object
@@ -62,9 +74,10 @@ class ReplicaSetWatcher:
     app_name: str
     hashes: set = field(default_factory=set)
 
+    join_timeout = 10.0
+
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rs-watcher", daemon=True)
+        self._start_thread("rs-watcher")
 
     def _run(self) -> None:
         from kubernetes import client
@@ -81,13 +94,6 @@ class ReplicaSetWatcher:
                 pass
             self._stop.wait(0.5)
 
-    def __enter__(self) -> ReplicaSetWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def get_json(url: str, timeout: float = 10.0) -> dict:

@@ -29,17 +29,6 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def prefect_api(settings) -> str:
-    """The local Prefect API URL; fails (never skips) when the server does not answer."""
-    url = os.environ["PREFECT_API_URL"]
-    try:
-        httpx.get(f"{url}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        pytest.fail(f"Prefect API at {url} does not answer ({exc}); start it with `aiship local up prefect`")
-    return url
-
-
 def run(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_extra}
     return subprocess.run([*AISHIP, "model", *args], capture_output=True, text=True, env=env, timeout=120)

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import httpx
-import pytest
 from prefect import flow
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> str:
-    """The API URL the tests use (tests/conftest.py sets it); fails when the server does not answer."""
-    api = os.environ["PREFECT_API_URL"]
-    try:
-        httpx.get(f"{api}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as exc:
-        pytest.fail(f"the Prefect server does not answer at {api} ({exc}); start it with `aiship local up prefect`")
-    return api
 
 
 @flow(name="aiship-integration-echo")

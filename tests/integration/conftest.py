@@ -1,0 +1,19 @@
+"""Fixtures of the integration tests (real services at 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """The API URL the tests use (tests/conftest.py sets it); fails (never skips) when the server does not answer."""
+    url = os.environ["PREFECT_API_URL"]
+    try:
+        httpx.get(f"{url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(f"the Prefect server does not answer at {url} ({exc}); start it with `aiship local up prefect`")
+    return url
