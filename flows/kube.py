@@ -150,14 +150,39 @@ def observe(api_client, ns: str, name: str) -> tuple[dict[str, Any], list[dict[s
     return deployment, api_client.sanitize_for_serialization(pods)["items"]
 
 
+def read_endpoints(api_client, ns: str, name: str) -> dict[str, Any] | None:
+    """The Endpoints of Service `name` as a dict, or None when there are none yet."""
+    from kubernetes.client.exceptions import ApiException
+
+    core, _ = _apis(api_client)
+    try:
+        found = call_with_retries(lambda: core.read_namespaced_endpoints(name, ns), what=f"read Endpoints {ns}/{name}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return api_client.sanitize_for_serialization(found)
+
+
 def wait(api_client, ns: str, name: str, limit: float, poll_seconds: float, since: str):
-    """Polls the Deployment until `judge` says complete or failed; returns (Verdict, Deployment dict)."""
-    from flows.rollout import judge
+    """Polls the Deployment until `judge` says complete or failed; returns (Verdict, Deployment dict).
+
+    Complete also means the Service `name` routes to the new pods only (see `routes_only_to`), so
+    that whoever reads the result next and calls the app meets the new version.
+    """
+    from flows.rollout import Verdict, judge, routes_only_to
 
     started = time.monotonic()
     while True:
         deployment, pods = observe(api_client, ns, name)
         verdict = judge(deployment, pods, time.monotonic() - started, limit, since)
+        if (verdict.state == "complete" and deployment["spec"].get("replicas", 1) > 0
+                and not routes_only_to(read_endpoints(api_client, ns, name), pods)):
+            if time.monotonic() - started > limit:
+                return Verdict("failed", "EndpointsNotUpdated", f"Service {ns}/{name} still routes to pods "
+                                     f"other than the new ones after {limit:.0f} s; check `kubectl -n {ns} get endpoints {name}`"), deployment
+            time.sleep(min(poll_seconds, 0.25))
+            continue
         if verdict.state != "progressing":
             return verdict, deployment
         time.sleep(poll_seconds)

@@ -128,6 +128,15 @@ def is_complete(deployment: dict[str, Any]) -> bool:
             and status.get("availableReplicas", 0) == want)
 
 
+def routes_only_to(endpoints: dict[str, Any] | None, new_pods: list[dict[str, Any]]) -> bool:
+    """True when the Service sends traffic to new pods only: every ready address of its Endpoints
+    belongs to one of `new_pods`, and there is at least one. A Deployment counts as complete as soon
+    as its new pods are available, a moment before the endpoints controller drops the old ones."""
+    names = {p["metadata"]["name"] for p in new_pods}
+    ready = [address for subset in (endpoints or {}).get("subsets") or [] for address in subset.get("addresses") or []]
+    return bool(ready) and all((a.get("targetRef") or {}).get("name") in names for a in ready)
+
+
 def judge(deployment: dict[str, Any], new_pods: list[dict[str, Any]], elapsed: float, limit: float,
           since: str = "") -> Verdict:
     """Decides from the Deployment and its new pods whether a rollout is complete, still going, or failed.

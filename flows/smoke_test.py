@@ -109,9 +109,14 @@ def golden_table(rows: tuple[GoldenRow, ...], limit: int = 50) -> list[dict[str,
 # ---------------------------------------------------------------- the container
 
 
-def container_logs(container: Any, lines: int = 40) -> str:
-    """The container's last log lines, or why they could not be read."""
+def container_logs(container: Any, lines: int = 50) -> str:
+    """The container's last log lines, or why they could not be read.
+
+    The container is stopped first: the app writes a request's access log line just after the
+    response, so a container still running may not have logged the request that failed yet.
+    """
     try:
+        container.stop(timeout=5)
         return container.logs(tail=lines).decode("utf-8", "replace").rstrip()
     except Exception as exc:  # the container may already be gone
         return f"(no logs: {exc})"

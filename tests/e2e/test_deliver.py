@@ -17,6 +17,7 @@ from flows.errors import AppTestError, ModelIntegrityError, RolloutError, SmokeT
 from flows.settings import REPO_ROOT
 from tests.e2e.support import LoadGenerator, ReplicaSetWatcher, get_json, wait_for
 from tests.fixtures.models import golden_set_failing_model, good_model, tamper
+from tests.kube_support import wait_until_settled
 
 pytestmark = pytest.mark.slow
 STATE: dict = {}
@@ -29,7 +30,9 @@ def publish(tmp_path, model_dir, name: str) -> int:
     return get_store(Settings()).publish(model_dir, name).version
 
 
-def version_served(env) -> dict:
+def version_served(kube, env) -> dict:
+    """What the environment's NodePort answers once the old pods are gone."""
+    wait_until_settled(kube, env.namespace)
     return get_json(f"http://127.0.0.1:{env.node_port}/version")
 
 
@@ -42,7 +45,7 @@ def docker_tags(docker_client, fragment: str) -> list[str]:
     return [t for image in docker_client.images.list() for t in image.tags if fragment in t]
 
 
-def test_1_first_delivery_serves_v1(e2e_environment, worktree, model_name, tmp_path):
+def test_1_first_delivery_serves_v1(e2e_environment, worktree, model_name, tmp_path, kube):
     from flows.deliver import deliver
 
     model_dir = good_model(tmp_path / "v1", seed=0)
@@ -51,7 +54,7 @@ def test_1_first_delivery_serves_v1(e2e_environment, worktree, model_name, tmp_p
     result = deliver(model_name, None, "main", e2e_environment.name)
     assert result.outcome == "delivered" and result.model_version == 1 and result.built
     assert "@sha256:" in result.ref
-    served = version_served(e2e_environment)
+    served = version_served(kube, e2e_environment)
     assert served["model"] == {"name": model_name, "version": 1, "sha256": result.model_sha256}
     assert served["git_sha"] == worktree.git("rev-parse", "main")
     status = subprocess.run([sys.executable, "-m", "flows.cli", "status", "e2e"], cwd=REPO_ROOT,
@@ -60,7 +63,7 @@ def test_1_first_delivery_serves_v1(e2e_environment, worktree, model_name, tmp_p
     STATE["v1"] = result
 
 
-def test_2_model_only_change_pushes_one_layer_and_same_inputs_build_nothing(e2e_environment, model_name, tmp_path):
+def test_2_model_only_change_pushes_one_layer_and_same_inputs_build_nothing(e2e_environment, model_name, tmp_path, kube):
     from flows.deliver import deliver
 
     assert publish(tmp_path, good_model(tmp_path / "v2", seed=1), model_name) == 2
@@ -68,14 +71,14 @@ def test_2_model_only_change_pushes_one_layer_and_same_inputs_build_nothing(e2e_
     assert result.outcome == "delivered" and result.model_version == 2 and result.built
     assert result.layers_pushed == 1, f"a model-only change pushed {result.layers_pushed} layers"
     assert result.layers_existing >= 3
-    assert version_served(e2e_environment)["model"]["version"] == 2
+    assert version_served(kube, e2e_environment)["model"]["version"] == 2
     again = deliver(model_name, None, "main", e2e_environment.name)
     assert not again.built and again.layers_pushed == 0
     assert again.ref == result.ref
     STATE["v2"] = result
 
 
-def test_3_golden_set_failure_is_not_pushed_and_v2_serves(e2e_environment, model_name, tmp_path, docker_client, settings):
+def test_3_golden_set_failure_is_not_pushed_and_v2_serves(e2e_environment, model_name, tmp_path, docker_client, settings, kube):
     from flows.deliver import deliver
     from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, image_tag
     from flows.model_store import get_store
@@ -90,7 +93,7 @@ def test_3_golden_set_failure_is_not_pushed_and_v2_serves(e2e_environment, model
     pushed = find_existing(repo, tag, {LABEL_REVISION: sha, LABEL_MODEL_SHA256: ref.sha256},
                            load_credentials(settings.registry_credentials_block))
     assert pushed is None, "an image that failed its smoke test was pushed"
-    assert version_served(e2e_environment)["model"]["version"] == 2
+    assert version_served(kube, e2e_environment)["model"]["version"] == 2
 
 
 def deliver_during_load(e2e_environment, kube, run):
@@ -116,7 +119,7 @@ def test_4_cluster_only_failures_roll_back_with_zero_failed_requests(overlay, e2
     assert "restored" in str(error), str(error)
     assert load.ok > 20 and load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
     assert len(watcher.hashes) >= 2, f"only ReplicaSets {watcher.hashes} had pods: no rollout happened"
-    served = version_served(e2e_environment)
+    served = version_served(kube, e2e_environment)
     assert served["model"]["version"] == 2 and served["git_sha"] == STATE["v2"].git_sha
 
 
@@ -130,10 +133,10 @@ def test_4_digest_that_does_not_exist_rolls_back(e2e_environment, model_name, ku
     assert isinstance(error, RolloutError) and error.reason in ("ImagePullBackOff", "ErrImagePull"), repr(error)
     assert load.ok > 20 and load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
     assert len(watcher.hashes) >= 2, f"only ReplicaSets {watcher.hashes} had pods: no rollout happened"
-    assert version_served(e2e_environment)["model"]["version"] == 2
+    assert version_served(kube, e2e_environment)["model"]["version"] == 2
 
 
-def test_5_tampered_model_is_refused_before_any_build(e2e_environment, model_name, tmp_path, settings, docker_client):
+def test_5_tampered_model_is_refused_before_any_build(e2e_environment, model_name, tmp_path, settings, docker_client, kube):
     from flows.deliver import deliver
 
     version = publish(tmp_path, good_model(tmp_path / "v-tampered", seed=2), model_name)
@@ -141,10 +144,10 @@ def test_5_tampered_model_is_refused_before_any_build(e2e_environment, model_nam
     with pytest.raises(ModelIntegrityError):
         deliver(model_name, version, "main", e2e_environment.name)
     assert not docker_tags(docker_client, f"-{model_name}-v{version}"), "an image was built from a tampered model"
-    assert version_served(e2e_environment)["model"]["version"] == 2
+    assert version_served(kube, e2e_environment)["model"]["version"] == 2
 
 
-def test_6_registry_down_during_push_is_retried(e2e_environment, model_name, tmp_path, settings, docker_client):
+def test_6_registry_down_during_push_is_retried(e2e_environment, model_name, tmp_path, settings, docker_client, kube):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
@@ -182,7 +185,7 @@ def test_6_registry_down_during_push_is_retried(e2e_environment, model_name, tmp
     push_logs = [log.message for log in logs if log.task_run_id == push[0].id]
     assert any("Retry" in message for message in push_logs), f"no retry in the push task's log: {push_logs[-5:]}"
     assert push[0].run_count > 1
-    assert version_served(e2e_environment)["model"]["version"] == version
+    assert version_served(kube, e2e_environment)["model"]["version"] == version
     STATE["v_retry"] = version
 
 

@@ -25,6 +25,7 @@ from flows.environments import ReleaseInfo
 from flows.errors import RolloutError
 from flows.rollout import roll_out_release
 from flows.settings import Environment, Settings
+from tests.kube_support import wait_until_settled
 
 RUN = uuid.uuid4().hex[:8]
 REPO = "aiship-rollout-test"
@@ -199,6 +200,7 @@ def serving_env(api_client, namespaces, images, settings, pull_secret):
     """An environment where v1 then v2 were rolled out; returns (environment, [result v1, result v2])."""
     env = environment(api_client, namespaces, "a")
     results = [roll_out_release(api_client, release(images[m], n), env, settings) for n, m in ((1, "v1"), (2, "v2"))]
+    wait_until_settled(api_client, env.namespace)  # v1's pods answer for their preStop seconds
     return env, results
 
 
@@ -266,7 +268,7 @@ def test_a_digest_that_does_not_exist_is_undone_and_the_previous_one_keeps_servi
     assert err.reason == "ImagePullBackOff", str(err)
     assert f"restored {second.digest}" in err.message
     assert "Failed" in err.details or "pull" in err.details.lower(), err.details  # the kubelet's events came along
-    assert load.failures == [] and set(load.marks) == {"v2"} and len(load.marks) > 10
+    assert load.failures == [] and set(load.marks) == {"v2"} and len(load.marks) > 10, (load.failures[:5], set(load.marks))
     assert version_at(env)["mark"] == "v2"
     now = envs.serving_version(api_client, env, settings.app_name)
     assert now.digest == second.digest and now.replicas_ready == 2

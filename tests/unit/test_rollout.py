@@ -124,6 +124,39 @@ def pod(name="p1", waiting=None, message="", restarts=0, finished="", ready=Fals
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
+def endpoints(*pod_names, not_ready=()):
+    return {"subsets": [{"addresses": [{"ip": "10.0.0.1", "targetRef": {"kind": "Pod", "name": n}} for n in pod_names],
+                         "notReadyAddresses": [{"targetRef": {"kind": "Pod", "name": n}} for n in not_ready]}]}
+
+
+@pytest.mark.parametrize(("found", "expected"), [
+    (endpoints("new-1", "new-2"), True),
+    (endpoints("new-1", not_ready=("old-1",)), True),  # an old pod that no longer takes traffic is fine
+    (endpoints("new-1", "old-1"), False),  # the endpoints controller has not caught up yet
+    (endpoints(), False), ({"subsets": None}, False), (None, False),  # nothing routes anywhere yet
+])
+def test_traffic_counts_as_switched_when_the_service_routes_to_new_pods_only(found, expected):
+    assert rollout.routes_only_to(found, [pod("new-1"), pod("new-2")]) is expected
+
+
+def test_wait_holds_a_complete_rollout_until_the_service_routes_to_new_pods(monkeypatch):
+    seen = iter([endpoints("new-1", "old-1"), endpoints("new-1", "old-1"), endpoints("new-1")])
+    reads = []
+    monkeypatch.setattr(kube, "observe", lambda api, ns, name: (deployment(), [pod("new-1", ready=True)]))
+    monkeypatch.setattr(kube, "read_endpoints", lambda api, ns, name: reads.append(name) or next(seen))
+    verdict, _ = kube.wait(object(), "ns", "app", 100, 0, "")
+    assert verdict.state == "complete" and reads == ["app"] * 3
+
+
+def test_wait_fails_when_the_service_never_switches(monkeypatch):
+    clock = iter(range(0, 1000, 60))
+    monkeypatch.setattr(kube.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(kube, "observe", lambda api, ns, name: (deployment(), [pod("new-1", ready=True)]))
+    monkeypatch.setattr(kube, "read_endpoints", lambda api, ns, name: endpoints("old-1"))
+    verdict, _ = kube.wait(object(), "ns", "app", 100, 0, "")
+    assert (verdict.state, verdict.reason) == ("failed", "EndpointsNotUpdated") and "get endpoints app" in verdict.message
+
+
 def test_complete_when_every_replica_is_updated_and_available():
     assert judge(deployment(), [pod(ready=True)], 1, 100).state == "complete"
 
