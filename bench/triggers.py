@@ -5,8 +5,8 @@ to the new version serving in staging (warm caches). Targets: <= 5 s and <= 60 s
 
 Needs the whole local platform (`aiship local up`), the deployments (`aiship deploy`) and a
 version serving in staging. Event samples emit `aiship.model.registered` for the version that
-serves in staging, so each run ends quickly as "skipped". Push samples commit a line under docs/
-to the local bare repository and push it. Prints a table and writes bench/results/triggers.json.
+serves in staging, so each run ends quickly as "skipped". Push samples commit a line to a file
+under app/ (so the image's code layer changes) in a clone of the local bare repository and push it. Prints a table and writes bench/results/triggers.json.
 """
 
 from __future__ import annotations
@@ -93,9 +93,11 @@ def event_to_start(api: PrefectApi, model: tuple[str, int] | None, timeout: floa
 
 
 def push_to_serving(api: PrefectApi, workdir: Path, n: int, timeout: float = 900) -> dict:
-    """Commits under docs/, pushes to the bare repository; seconds until /version shows the commit."""
+    """Commits a change to the app's code layer, pushes it to the bare repository; seconds until
+    /version shows the commit. The whole way runs: app tests, a build whose code layer changed, the
+    smoke test, the push and the rollout."""
     clone = BareRepoClone(Settings(), workdir / f"clone-{n}")
-    sha = clone.commit_doc(f"bench-{n}")
+    sha = clone.commit_line("app/bench-pushes.txt", f"bench-{n}", f"app: bench push {n}")
     since, started = now(), time.monotonic()
     clone.push()
     pushed = time.monotonic() - started

@@ -23,6 +23,11 @@ export PREFECT_API_URL="$ADDRESS/api"
 # within the 5 s aiship promises; heartbeats every 10 s keep the worker's ONLINE status fresh.
 export PREFECT_WORKER_QUERY_SECONDS=1
 export PREFECT_WORKER_HEARTBEAT_SECONDS=10
+# Concurrency slots (the deployments' limits and aiship's per-environment locks) are held by leases.
+# The default keeps leases in the server's memory: a server restart then forgets them and a slot
+# held at that moment stays taken for good. On disk (under PREFECT_HOME) they survive restarts and
+# the server's lease reaper frees the slots of runs that died.
+export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem
 unset PREFECT_PROFILE
 
 prefect_version() { python -c 'import importlib.metadata as m; print("prefect", m.version("prefect"))' 2>/dev/null || echo -; }

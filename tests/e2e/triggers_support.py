@@ -166,14 +166,18 @@ class BareRepoClone:
 
     def commit_doc(self, tag: str) -> str:
         """Commits a harmless change under docs/ on top of the remote's main; returns the SHA."""
+        return self.commit_line("docs/e2e-pushes.md", tag, f"docs: e2e push {tag}")
+
+    def commit_line(self, relpath: str, tag: str, message: str) -> str:
+        """Appends a line to `relpath` on top of the remote's main and commits it; returns the SHA."""
         self.git("fetch", "--quiet", "origin", "main")
         self.git("checkout", "--quiet", "-B", "main", "origin/main")
-        note = self.path / "docs" / "e2e-pushes.md"
+        note = self.path / relpath
         note.parent.mkdir(exist_ok=True)
         with note.open("a") as f:
             f.write(f"- {tag} at {now().isoformat(timespec='seconds')}\n")
-        self.git("add", str(note.relative_to(self.path)))
-        self.git("commit", "--quiet", "-m", f"docs: e2e push {tag}")
+        self.git("add", relpath)
+        self.git("commit", "--quiet", "-m", message)
         return self.git("rev-parse", "HEAD").stdout.strip()
 
     def push(self) -> str:
