@@ -298,3 +298,15 @@ def test_8_watch_models_announces_a_version_written_straight_into_the_store_once
     assert len(events) == 1, f"{len(events)} {MODEL_EVENT} events for {name} v1: {events}"
     assert events[0]["payload"]["sha256"] == card["sha256"] and events[0]["payload"]["version"] == 1
     assert api.runs("deliver-model", since, model_name=name) == [], "an aiship-tests event started a delivery"
+
+
+def test_10_a_watch_run_that_collides_with_another_is_cancelled_not_queued(api):
+    """Two watch-models runs due at once (as after the worker was down): one runs, the other is
+    cancelled by the deployment's CANCEL_NEW limit instead of waiting for the slot."""
+    from prefect.deployments import run_deployment
+
+    ids = [str(run_deployment("watch-models/watch-models", timeout=0).id) for _ in range(2)]
+    finals = [api.wait_final(run_id, QUICK_TIMEOUT) for run_id in ids]
+    states = sorted(f["state_type"] for f in finals)
+    # A scheduled watch may hold the slot at that moment: then both of ours are cancelled.
+    assert states in (["CANCELLED", "COMPLETED"], ["CANCELLED", "CANCELLED"]), [api.describe(f) for f in finals]
