@@ -174,6 +174,13 @@ def deploy_command() -> None:
         fail(AishipError("prefect deploy --all failed: " + " / ".join(tail)))
     names = [line.split("'")[1] for line in proc.stdout.splitlines() if "successfully created" in line and "'" in line]
     typer.echo(f"registered {len(names)} deployments: {', '.join(names)}")
+    from flows.automations import ensure_automations
+
+    try:
+        automations = ensure_automations(Settings())
+    except Exception as exc:  # the deployments are registered; say what is missing and how to retry
+        fail(AishipError(f"the deployments are registered, but the automations are not: {exc}; run `aiship deploy` again"))
+    typer.echo(f"automations: {', '.join(automations)}")
 
 
 @app.command("deliver")
