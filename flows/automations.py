@@ -21,7 +21,7 @@ from flows.settings import Settings
 
 SILENT_RUNS = "aiship-crash-silent-flow-runs"
 HEARTBEAT = "prefect.flow-run.heartbeat"
-# Events after which no heartbeat is due any more (the process ended), or that show it still lives.
+# A run's final states: after one of them no heartbeat is due any more.
 ENDS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
         "prefect.flow-run.Crashed")
 
