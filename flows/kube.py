@@ -37,18 +37,23 @@ def _refused(kind: str, ns: str, name: str, exc: Exception) -> RolloutError:
                         "fix the manifest or settings and deliver again")
 
 
-def read_deployment(api_client, ns: str, name: str) -> dict[str, Any] | None:
-    """The Deployment as a dict (camelCase, as in YAML), or None when it does not exist."""
+def _read_or_none(api_client, read, what: str) -> dict[str, Any] | None:
+    """`read()` with transient retries, as a dict (camelCase, as in YAML), or None on 404."""
     from kubernetes.client.exceptions import ApiException
 
-    _, apps = _apis(api_client)
     try:
-        found = call_with_retries(lambda: apps.read_namespaced_deployment(name, ns), what=f"read Deployment {ns}/{name}")
+        found = call_with_retries(read, what=what)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
     return api_client.sanitize_for_serialization(found)
+
+
+def read_deployment(api_client, ns: str, name: str) -> dict[str, Any] | None:
+    """The Deployment as a dict (camelCase, as in YAML), or None when it does not exist."""
+    _, apps = _apis(api_client)
+    return _read_or_none(api_client, lambda: apps.read_namespaced_deployment(name, ns), f"read Deployment {ns}/{name}")
 
 
 def _upsert(kind: str, ns: str, name: str, read, create, replace, body: dict[str, Any]) -> None:
@@ -152,16 +157,8 @@ def observe(api_client, ns: str, name: str) -> tuple[dict[str, Any], list[dict[s
 
 def read_endpoints(api_client, ns: str, name: str) -> dict[str, Any] | None:
     """The Endpoints of Service `name` as a dict, or None when there are none yet."""
-    from kubernetes.client.exceptions import ApiException
-
     core, _ = _apis(api_client)
-    try:
-        found = call_with_retries(lambda: core.read_namespaced_endpoints(name, ns), what=f"read Endpoints {ns}/{name}")
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return api_client.sanitize_for_serialization(found)
+    return _read_or_none(api_client, lambda: core.read_namespaced_endpoints(name, ns), f"read Endpoints {ns}/{name}")
 
 
 def wait(api_client, ns: str, name: str, limit: float, poll_seconds: float, since: str):
