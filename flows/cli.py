@@ -30,11 +30,16 @@ def local_up(parts: PartsArg = None) -> None:
 
     settings = Settings()
     try:
-        rows = local_platform.up(parts or [], settings)
+        rows = local_platform.up(parts or [], settings, on_ready=report_ready)
     except AishipError as exc:
         fail(exc)
     shown = set(local_platform.check_parts(parts or []))
     print_status([row for row in rows if row.part in shown], settings)
+
+
+def report_ready(part: str, seconds: float) -> None:
+    """One line per part as it becomes ready (stderr, so stdout stays the status table)."""
+    typer.echo(f"{part:<12} ready in {seconds:6.1f} s", err=True)
 
 
 @local_app.command("down")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from flows.errors import PlatformError
@@ -15,11 +18,20 @@ from flows.settings import REPO_ROOT, Settings
 
 LOCAL_DIR = REPO_ROOT / "local"
 
-# Start order: later parts use earlier ones (the registry's CA goes into dockerd's trust store,
-# the kubelet runs pods on dockerd and pulls from the registry, blocks are written to Prefect).
+# Start order, for listing and for `down` (reversed): later parts use earlier ones.
 PARTS: tuple[str, ...] = (
     "docker", "base-image", "registry", "azurite", "s3", "prefect", "webhooks", "git", "kubernetes",
 )
+
+# What each part needs running before it starts; `up` starts every other part at the same time.
+# Blocks are written after all parts, so no part needs Prefect for its credentials.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "base-image": ("docker",),  # imported into dockerd
+    "registry": ("docker",),  # its CA goes into dockerd's trust store
+    "kubernetes": ("docker",),  # the kubelet runs pods on dockerd (and pulls through it)
+    "webhooks": ("prefect",),  # its shared secret is a Prefect Secret block
+    "git": ("webhooks",),  # the push hook signs with the receiver's copy of that secret
+}
 
 
 @dataclass(frozen=True)
@@ -78,14 +90,55 @@ def run_script(part: str, action: str, settings: Settings, *, capture: bool = Fa
     return proc.stdout or ""
 
 
-def up(parts: list[str], settings: Settings) -> list[PartStatus]:
-    """Starts the parts in order; stops at the first that fails (what it started, it stopped).
+def start_parts(parts: list[str], start: Callable[[str], None],
+                on_ready: Callable[[str, float], None] | None = None) -> dict[str, float]:
+    """Calls `start(part)` for each part as soon as the parts it NEEDS (among those asked for) are
+    up, in threads, and returns the seconds each took.
+
+    After a failure nothing new starts; the parts already starting are waited for, then the first
+    failure is raised (a failing script stops what it started itself).
+    """
+    def timed(part: str) -> float:
+        began = time.monotonic()
+        start(part)
+        return time.monotonic() - began
+
+    pending = list(parts)
+    running: dict[Future[float], str] = {}
+    seconds: dict[str, float] = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="aiship-up") as pool:
+        while True:
+            ready = [p for p in pending if all(d in seconds or d not in parts for d in NEEDS.get(p, ()))]
+            for part in ready if error is None else []:
+                pending.remove(part)
+                running[pool.submit(timed, part)] = part
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                part = running.pop(future)
+                try:
+                    seconds[part] = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others end
+                    error = error or exc
+                    continue
+                if on_ready:
+                    on_ready(part, seconds[part])
+    if error is not None:
+        raise error
+    return seconds
+
+
+def up(parts: list[str], settings: Settings,
+       on_ready: Callable[[str, float], None] | None = None) -> list[PartStatus]:
+    """Starts the parts, each once what it NEEDS is up; stops starting at the first that fails.
 
     Then writes the Prefect blocks (credentials) of whatever runs, when the Prefect server runs.
-    Returns the status of every part, as read once after the start.
+    Returns the status of every part, as read once after the start. `on_ready(part, seconds)` is
+    called as each part becomes ready.
     """
-    for part in check_parts(parts):
-        run_script(part, "up", settings)
+    start_parts(check_parts(parts), lambda part: run_script(part, "up", settings), on_ready)
     rows = status(settings)
     if any(row.part == "prefect" and row.state == "running" for row in rows):
         from flows.blocks import write_local_blocks

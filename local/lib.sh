@@ -30,6 +30,11 @@ apt_install() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
+    # `aiship local up` starts parts side by side: one apt-get at a time (the lock is freed when
+    # this script exits, or below once the install is done).
+    local lock
+    exec {lock}>"${AISHIP_APT_LOCK:-/var/lock/aiship-apt.lock}"
+    flock "$lock"
     log "installing ${missing[*]} with apt-get"
     local out="$PART_DIR/install.log"
     if [[ ! -f /var/lib/apt/lists/.aiship-updated ]] || ! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
@@ -39,6 +44,8 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
         --no-install-recommends "${missing[@]}" >>"$out" 2>&1 \
         || die "apt-get install ${missing[*]} failed (log: $out); check the package name and that the Debian archive is reachable"
+    flock -u "$lock"
+    exec {lock}>&-
 }
 
 # pid_of FILE: prints the pid in FILE when that process still lives, else nothing.
