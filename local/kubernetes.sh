@@ -55,9 +55,14 @@ api_ready() {
     curl -fsS --max-time 2 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$PKI/admin.token")" \
         "https://127.0.0.1:$API_PORT/readyz" | grep -qx ok
 }
+# node_ready: Ready, as posted by the kubelet running now. The Node object outlives a restart in
+# etcd and says Ready from the last run until the new kubelet's first status: a heartbeat from
+# before READY_SINCE (set when this run starts the kubelet) does not count.
 node_ready() {
-    [[ "$(kubectl_admin get node "$NODE_NAME" \
-        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+    local out ready beat
+    out="$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}' 2>/dev/null)" || return 1
+    read -r ready beat <<<"$out"
+    [[ "$ready" == True && -n "$beat" ]] && (($(date -d "$beat" +%s) >= ${READY_SINCE:-0}))
 }
 
 # pause_image: the pod sandbox image, imported from the cached static binary (nothing is pulled).
@@ -170,7 +175,7 @@ part_up() {
     running etcd || { start_etcd; started=1; }
     running kube-apiserver || { start_apiserver; started=1; }
     running kube-controller-manager || { start_controllers; started=1; }
-    running kubelet || { start_kubelet; started=1; }
+    running kubelet || { READY_SINCE="$(date +%s)"; start_kubelet; started=1; }
     running kube-proxy || { start_proxy; started=1; }
     wait_ready 120 "node $NODE_NAME (kubelet log: $PART_DIR/kubelet.log)" node_ready
     if ((started)); then log "node $NODE_NAME Ready in $((SECONDS - t0))s"; else log "already running"; fi
