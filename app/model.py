@@ -116,9 +116,17 @@ def schema_types(path: Path) -> set[str]:
     return found
 
 
+def refused_types(path: Path) -> list[str]:
+    """The types a skops file names that are not on ALLOWED_TYPES, read without loading it.
+
+    The model store calls this at publish, so that a model the app would refuse is never published.
+    """
+    return sorted((schema_types(path) | set(sio.get_untrusted_types(file=path))) - ALLOWED_TYPES)
+
+
 def load_estimator(path: Path) -> Any:
     """Load a skops file whose every type is on ALLOWED_TYPES."""
-    refused = sorted((schema_types(path) | set(sio.get_untrusted_types(file=path))) - ALLOWED_TYPES)
+    refused = refused_types(path)
     if refused:
         raise ModelLoadError(f"{path} holds types not on the app's allow-list: {', '.join(refused)}; "
                              "retrain with allowed types or add them to app.model.ALLOWED_TYPES "

@@ -57,7 +57,7 @@ def build_spec(model: LoadedModel, max_rows: int, max_bytes: int) -> dict:
                                           or [0, 1]}},
                 "model": {"$ref": "#/components/schemas/ModelRef"}}},
             "ModelRef": {"type": "object", "properties": {
-                "name": {"type": "string"}, "version": {"type": ["integer", "string"]}}},
+                "name": {"type": "string"}, "version": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}},
             "Version": {"type": "object", "properties": {
                 "git_sha": {"type": "string"},
                 "model": {"type": "object", "properties": {

@@ -328,7 +328,7 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
     rebuilt = ", ".join(f"`{step.split(' : ', 1)[-1][:60]}`" for step in layer_steps(built.steps_run))
     yield f"| layers rebuilt | {rebuilt or 'none'} |"
     yield f"| seconds | {built.seconds:.1f} |"
-    yield "| digest | known after the push |"
+    yield "| digest | after the push: the `image-push` artifact |"
 
 
 # ---------------------------------------------------------------- the task

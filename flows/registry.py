@@ -12,6 +12,7 @@ import json
 import re
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,28 @@ def push_image(built: Any, settings: Any) -> PushedImage:
 
     from flows.image import docker_client
 
+    from prefect.artifacts import create_markdown_artifact
+
     repo, _, tag = built.tag.rpartition(":")
     credentials = load_credentials(settings.registry_credentials_block)
     client = docker_client()
     try:
-        return push(client, repo, tag, credentials, log=get_run_logger())
+        pushed = push(client, repo, tag, credentials, log=get_run_logger())
     finally:
         client.close()
+    create_markdown_artifact(key="image-push", markdown="\n".join(iter_push_summary(pushed)),
+                             description=f"Pushed {pushed.ref}")
+    return pushed
+
+
+def iter_push_summary(pushed: PushedImage) -> Iterator[str]:
+    """Lines of the markdown push summary: where the image now lives, by digest, and what moved."""
+    yield f"### Image push `{pushed.tag}`"
+    yield ""
+    yield "| | |"
+    yield "|---|---|"
+    yield f"| reference | `{pushed.ref}` |"
+    yield f"| digest | `{pushed.digest}` |"
+    yield f"| layers uploaded / already there | {len(pushed.layers_pushed)} / {len(pushed.layers_existing)} |"
+    yield f"| bytes uploaded | {pushed.bytes_pushed:,} |"
+    yield f"| seconds | {pushed.seconds:.1f} |"

@@ -22,7 +22,7 @@ export AZURITE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devs
 
 install_azurite() {
     [[ -x "$BIN" ]] && return 0
-    command -v npm >/dev/null || die "npm is not installed; install it with apt-get install -y npm"
+    command -v npm >/dev/null || apt_install npm
     log "installing $NPM_PACKAGE with npm into $INSTALL_DIR"
     local tmp="$INSTALL_DIR.tmp.$$"
     rm -rf "$tmp" && mkdir -p "$tmp"

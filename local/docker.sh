@@ -42,7 +42,8 @@ part_up() {
     if pgrep -x dockerd >/dev/null; then
         die "a dockerd (pid $(pgrep -x dockerd | head -1)) runs but does not answer on $SOCKET; stop it or fix its --host"
     fi
-    apt_install "${AISHIP_DOCKER_APT_PACKAGES:-docker.io}"
+    # curl: ping and server_version above ask dockerd over its socket with it.
+    apt_install ${AISHIP_DOCKER_APT_PACKAGES:-docker.io curl}
     [[ -x /usr/sbin/dockerd ]] || die "/usr/sbin/dockerd is missing after installing docker.io; reinstall it with apt-get install --reinstall docker.io"
     # A dead dockerd leaves its own pid file behind; dockerd refuses to start while it exists.
     rm -f "$PART_DIR/dockerd-own.pid"

@@ -108,6 +108,7 @@ part_up() {
     if [[ -n "$(pid_of "$SERVER_PID")" && -n "$(pid_of "$WORKER_PID")" ]]; then
         log "already running (server pid $(pid_of "$SERVER_PID"), worker pid $(pid_of "$WORKER_PID"))"; return 0
     fi
+    command -v curl >/dev/null || apt_install curl  # the readiness checks above use it
     start_server
     start_worker
     log "ready at $ADDRESS (work pool $POOL, worker $WORKER_NAME)"

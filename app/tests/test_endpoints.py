@@ -73,6 +73,17 @@ def test_openapi_matches_model(client):
     row = request["properties"]["instances"]["items"]
     assert row["minItems"] == row["maxItems"] == 30
     assert request["properties"]["instances"]["maxItems"] == 50
+    assert spec["openapi"].startswith("3.0.") and not list_types(spec), "a type list is OpenAPI 3.1, not 3.0"
+
+
+def list_types(node) -> list:
+    """Every `type` given as a list (valid in OpenAPI 3.1 only) anywhere in a spec."""
+    if isinstance(node, dict):
+        return ([node["type"]] if isinstance(node.get("type"), list) else []) + [
+            t for value in node.values() for t in list_types(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in list_types(value)]
+    return []
 
 
 def test_metrics_counts_requests_and_predictions(client):

@@ -82,7 +82,8 @@ def default_publisher() -> str:
 
 
 def check_model_file(path: Path) -> None:
-    """Refuses a model file that is not a skops archive (a pickle above all) without loading it."""
+    """Refuses, without loading it, a model file that is not a skops archive (a pickle above all)
+    or that names a type the app would refuse to construct (`app.model.ALLOWED_TYPES`)."""
     if not path.is_file():
         raise ModelStoreError(f"{path} not found; the model folder must hold {MODEL_FILE} (run app/train.py)")
     with path.open("rb") as f:
@@ -98,6 +99,17 @@ def check_model_file(path: Path) -> None:
             raise ModelIntegrityError(
                 f"{path} is a zip archive without schema.json, not a skops file; save it with skops.io.dump"
             )
+    from app.model import ModelLoadError, refused_types  # the app's allow-list, the one place it lives
+
+    try:
+        refused = refused_types(path)
+    except ModelLoadError as exc:
+        raise ModelIntegrityError(str(exc)) from exc
+    if refused:
+        raise ModelIntegrityError(
+            f"{path} holds types the app refuses to load: {', '.join(refused)}; retrain with allowed types "
+            "or add them to app.model.ALLOWED_TYPES after review"
+        )
 
 
 class BaseModelStore(ABC):

@@ -9,9 +9,9 @@ K8S_SRC_VERSION="${AISHIP_KUBE_SRC_VERSION:-1.20.5+really1.20.2-1.1+deb12u1}"
 K8S_PATCH="$AISHIP_ROOT/local/kubernetes/oom-score-zero.patch"
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 # To build (jq and rsync are used by the build scripts) and to run (etcd, socat for port-forward,
-# iptables and conntrack for kube-proxy, openssl for the certificates).
+# iptables and conntrack for kube-proxy, openssl for the certificates, curl for readiness checks).
 K8S_BUILD_PACKAGES=(golang-go rsync build-essential jq)
-K8S_RUNTIME_PACKAGES=(etcd-server socat iptables conntrack openssl)
+K8S_RUNTIME_PACKAGES=(etcd-server socat iptables conntrack openssl curl)
 PAUSE_TAG=3.4
 
 # k8s_cache_key: the source version plus a hash of the patch, so a changed patch rebuilds.

@@ -265,6 +265,16 @@ def test_pickle_is_refused_before_anything_is_written(store, model_dir, model_na
     assert keys_under(store, f"models/{model_name}/") == []
 
 
+def test_a_type_the_app_refuses_is_refused_before_anything_is_written(store, model_dir, model_name):
+    import skops.io as sio
+    from sklearn.tree import DecisionTreeClassifier
+
+    sio.dump(DecisionTreeClassifier().fit([[0.0] * 30, [1.0] * 30], [0, 1]), model_dir / "model.skops")
+    with pytest.raises(ModelIntegrityError, match="DecisionTreeClassifier"):
+        store.publish(model_dir, model_name)
+    assert keys_under(store, f"models/{model_name}/") == []
+
+
 def test_transient_error_is_retried_and_logged(store, model_dir, model_name, caplog):
     ref = store.publish(model_dir, model_name)
     real = store._get_bytes

@@ -1,17 +1,13 @@
 """The local registry (local/registry.sh): TLS + htpasswd, push, pull by digest, layer reuse.
 
-Credentials come from the Prefect block `local-registry` when the Prefect server is up and the
-block exists (the way flows read them), else from the registry's credentials.json.
+Credentials come from the Prefect block `local-registry`, the way the flows read them.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import ssl
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,37 +39,20 @@ def _tls(ca_cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_cert))
 
 
-def _prefect_server_up() -> bool:
-    url = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api").rstrip("/")
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def registry_login(block_name: str = "local-registry") -> RegistryLogin:
+    """The registry credentials from the Prefect block, the way the flows read them; a missing
+    server or block fails the test with the next step (`aiship local up` writes the block)."""
+    from prefect_docker import DockerRegistryCredentials
 
+    from flows.blocks import load_block
 
-def registry_login(state_dir: Path, block_name: str = "local-registry") -> RegistryLogin:
-    """Loads the registry credentials: the Prefect block first, credentials.json as fallback."""
-    if _prefect_server_up():
-        from prefect_docker import DockerRegistryCredentials
-
-        try:
-            block = DockerRegistryCredentials.load(block_name)
-        except ValueError:  # Prefect raises ValueError for a block document that does not exist
-            warnings.warn(f"Prefect block {block_name!r} is missing; using credentials.json", stacklevel=2)
-        else:
-            return RegistryLogin(
-                block.username, block.password.get_secret_value(), block.registry_url, f"block {block_name}"
-            )
-    path = state_dir / "registry" / "credentials.json"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing; start the registry with `aiship local up registry`")
-    data = json.loads(path.read_text())
-    return RegistryLogin(data["username"], data["password"], data["registry_url"], str(path))
+    block = load_block(DockerRegistryCredentials, block_name, "registry")
+    return RegistryLogin(block.username, block.password.get_secret_value(), block.registry_url, f"block {block_name}")
 
 
 @pytest.fixture(scope="module")
 def login(settings) -> RegistryLogin:
-    return registry_login(settings.state_dir, settings.registry_credentials_block)
+    return registry_login(settings.registry_credentials_block)
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,16 @@ def test_pickle_is_refused_without_being_loaded(tmp_path):
     assert not marker.exists()
 
 
+def test_skops_file_with_a_type_off_the_apps_allow_list_is_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = tmp_path / "model.skops"
+    sio.dump(DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]), model)
+    with pytest.raises(ModelIntegrityError, match=r"types the app refuses to load: .*DecisionTreeClassifier"):
+        check_model_file(model)
+
+
 def test_zip_without_skops_schema_is_refused(tmp_path):
     model = tmp_path / "model.skops"
     with zipfile.ZipFile(model, "w") as zf:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.errors import ImagePushError
-from flows.registry import PushedImage, PushProgress, auth_config, is_transient_message, push_error
+from flows.registry import PushedImage, PushProgress, auth_config, is_transient_message, iter_push_summary, push_error
 from flows.retry import is_transient
 
 DIGEST = "sha256:" + "d" * 64
@@ -117,3 +117,14 @@ def test_auth_config_unwraps_the_secret_only_there():
 
     assert auth_config(Creds()) == {"username": "u", "password": "s3cret", "serveraddress": "127.0.0.1:5000"}
     assert "s3cret" not in repr(Creds().password)
+
+
+def test_push_summary_names_the_digest_and_what_was_uploaded():
+    digest = "sha256:" + "ab" * 32
+    pushed = PushedImage(ref=f"127.0.0.1:5000/aiship-app@{digest}", digest=digest, tag="abc-m-v2",
+                         layers_pushed=("sha256:1",), layers_existing=("sha256:2", "sha256:3"),
+                         bytes_pushed=42_348, seconds=0.6)
+    lines = list(iter_push_summary(pushed))
+    assert f"| digest | `{digest}` |" in lines
+    assert "| layers uploaded / already there | 1 / 2 |" in lines
+    assert "| bytes uploaded | 42,348 |" in lines
