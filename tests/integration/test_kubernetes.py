@@ -3,9 +3,7 @@ imagePullSecret, ready behind a readiness probe, and answering through a NodePor
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import time
 import uuid
 
@@ -13,6 +11,8 @@ import pytest
 import requests
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+
+from flows.blocks import PULL_SECRET, ensure_image_pull_secret
 
 REPOSITORY = "aiship-tests/k8s-http"
 START_CMD = "`aiship local up kubernetes`"
@@ -38,12 +38,14 @@ def kube_api(settings) -> k8s.ApiClient:
 
 @pytest.fixture(scope="module")
 def registry_login(settings) -> dict[str, str]:
-    """Registry address and credentials as local/registry.sh wrote them."""
-    path = settings.state_dir / "registry" / "credentials.json"
-    if not path.is_file():
-        pytest.fail(f"no registry credentials at {path}; start the registry with `aiship local up registry`")
-    creds = json.loads(path.read_text())
-    return {"registry": settings.registry_host, "username": creds["username"], "password": creds["password"]}
+    """Registry address and credentials from the `local-registry` block `aiship local up` writes."""
+    from prefect_docker import DockerRegistryCredentials
+
+    from flows.blocks import load_block
+
+    block = load_block(DockerRegistryCredentials, settings.registry_credentials_block, "registry")
+    return {"registry": settings.registry_host, "username": block.username,
+            "password": block.password.get_secret_value()}
 
 
 @pytest.fixture()
@@ -86,14 +88,6 @@ def namespace(kube_api) -> str:
     core.delete_namespace(name)
 
 
-def pull_secret(registry_login: dict[str, str]) -> dict[str, str]:
-    """The .dockerconfigjson data of an imagePullSecret for the registry."""
-    user, password = registry_login["username"], registry_login["password"]
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = {"auths": {registry_login["registry"]: {"username": user, "password": password, "auth": auth}}}
-    return {".dockerconfigjson": json.dumps(config)}
-
-
 def deployment(name: str, image: str) -> k8s.V1Deployment:
     labels = {"app": name}
     container = k8s.V1Container(
@@ -109,7 +103,7 @@ def deployment(name: str, image: str) -> k8s.V1Deployment:
             replicas=1, selector=k8s.V1LabelSelector(match_labels=labels),
             template=k8s.V1PodTemplateSpec(
                 metadata=k8s.V1ObjectMeta(labels=labels),
-                spec=k8s.V1PodSpec(containers=[container], image_pull_secrets=[k8s.V1LocalObjectReference(name="registry")]),
+                spec=k8s.V1PodSpec(containers=[container], image_pull_secrets=[k8s.V1LocalObjectReference(name=PULL_SECRET)]),
             ),
         ),
     )
@@ -139,13 +133,11 @@ def get_through_node_port(port: int, path: str, timeout: float = 30) -> requests
     pytest.fail(f"nothing answered on NodePort 127.0.0.1:{port} within {timeout:.0f}s ({last}); see .aiship/kubernetes/kube-proxy.log")
 
 
-def test_deployment_from_registry_by_digest_answers_on_node_port(kube_api, namespace, pushed_image, registry_login):
+def test_deployment_from_registry_by_digest_answers_on_node_port(kube_api, namespace, pushed_image, settings):
     image, marker = pushed_image
     core, apps = k8s.CoreV1Api(kube_api), k8s.AppsV1Api(kube_api)
-    core.create_namespaced_secret(namespace, k8s.V1Secret(
-        metadata=k8s.V1ObjectMeta(name="registry"), type="kubernetes.io/dockerconfigjson",
-        string_data=pull_secret(registry_login),
-    ))
+    # The imagePullSecret the platform and the rollout write, from the `local-registry` block.
+    ensure_image_pull_secret(kube_api, namespace, settings.registry_credentials_block)
     apps.create_namespaced_deployment(namespace, deployment("http", image))
     service = core.create_namespaced_service(namespace, k8s.V1Service(
         metadata=k8s.V1ObjectMeta(name="http"),
