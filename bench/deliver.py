@@ -4,8 +4,10 @@ code-only change; bytes pushed in each; the image's size.
     .venv/bin/python bench/deliver.py [--cold]
 
 Runs on the local platform (`aiship local up`) into an environment of its own (`bench`,
-namespace aiship-bench, NodePort 16160) with an app repository of its own in the registry, so the
-first delivery pushes every layer. `--cold` also empties the wheel cache and prunes dockerd's
+namespace aiship-bench, NodePort 16160) with an app repository of its own in the registry. The
+registry already holds the base and dependency layers under other repositories, and dockerd mounts
+them across repositories instead of uploading them again, so even the first delivery uploads only
+the layers no repository has (bench/build.py measures a push into an empty registry). `--cold` also empties the wheel cache and prunes dockerd's
 dangling images (the dependency stage's layer cache), so the first build starts from nothing
 but the base image. Prints a table and writes bench/results/deliver.json.
 """
