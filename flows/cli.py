@@ -171,9 +171,7 @@ def deploy_command() -> None:
     from flows.settings import REPO_ROOT
 
     prefect = Path(sys.executable).with_name("prefect")
-    # prefect.yaml reads these through `{{ $VAR }}` templates.
-    env = {**os.environ, "AISHIP_ROOT": str(REPO_ROOT),
-           "AISHIP_WATCH_INTERVAL": watch_interval(Settings().watch_interval_seconds)}
+    env = {**os.environ, "AISHIP_ROOT": str(REPO_ROOT)}
     proc = subprocess.run([str(prefect), "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -188,11 +186,6 @@ def deploy_command() -> None:
     except Exception as exc:  # the deployments are registered; say what is missing and how to retry
         fail(AishipError(f"the deployments are registered, but the automations are not: {exc}; run `aiship deploy` again"))
     typer.echo(f"automations: {', '.join(automations)}")
-
-
-def watch_interval(seconds: int) -> str:
-    """The watch-models schedule's interval as prefect.yaml takes it from a template: ISO 8601."""
-    return f"PT{seconds}S"
 
 
 @app.command("deliver")

@@ -47,18 +47,3 @@ def test_the_app_factory_builds_and_answers_health(tmp_path):
     model_dir = published_model(tmp_path / "m", name="smoke", version=1)
     app = create_app({"MODEL_DIR": str(model_dir), "TESTING": True})
     assert app.test_client().get("/healthz").status_code == 200
-
-
-def test_watch_schedule_takes_its_interval_from_the_settings(monkeypatch):
-    from datetime import timedelta
-
-    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
-    from prefect.utilities.templating import apply_values
-
-    from flows.cli import watch_interval
-
-    (watch,) = [d for d in DEPLOYMENTS if d["name"] == "watch-models"]
-    monkeypatch.setenv("AISHIP_WATCH_INTERVAL", watch_interval(90))  # what `aiship deploy` sets
-    rendered = apply_values(watch, {}, remove_notset=False)  # `{{ $VAR }}` reads os.environ
-    (schedule,) = [_schedule_config_to_deployment_schedule(c) for c in rendered["schedules"]]
-    assert schedule["schedule"].interval == timedelta(seconds=90)
