@@ -22,6 +22,7 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -122,6 +123,12 @@ def push_to_serving(api: PrefectApi, workdir: Path, n: int, timeout: float = 900
     raise SystemExit(f"{sha[:12]} did not serve in staging within {timeout:.0f}s of the push")
 
 
+def worker_query_seconds() -> float | None:
+    """How often the worker polls, as local/prefect.sh sets it (PREFECT_WORKER_QUERY_SECONDS)."""
+    match = re.search(r"^export PREFECT_WORKER_QUERY_SECONDS=([0-9.]+)$", (REPO_ROOT / "local" / "prefect.sh").read_text(), re.M)
+    return float(match.group(1)) if match else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="event -> run start, and git push -> serving")
     parser.add_argument("--samples", type=int, default=5, help="events to time (default 5)")
@@ -145,14 +152,14 @@ def main() -> None:
             p = pushes[-1]
             print(f"push {i + 1}: serving {p['serving_s']} s after `git push` (run started {p['run_started_s']} s; "
                   f"tasks: {p['task_seconds']})", flush=True)
-    median_event = statistics.median(e["started_s"] for e in events) if events else None
-    median_push = statistics.median(p["serving_s"] for p in pushes) if pushes else None
+    median_event = round(statistics.median(e["started_s"] for e in events), 2) if events else None
+    median_push = round(statistics.median(p["serving_s"] for p in pushes), 2) if pushes else None
     picked = [e["picked_up_s"] for e in events if e["picked_up_s"] is not None]
-    median_picked = statistics.median(picked) if picked else None
+    median_picked = round(statistics.median(picked), 2) if picked else None
     load = os.getloadavg()[0]
     result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(load, 2)},
-              "worker_query_seconds": 2,
+              "worker_query_seconds": worker_query_seconds(),
               "event_to_run_start_s": {"median": median_event, "target": 5, "samples": events,
                                        "median_picked_up_by_worker": median_picked},
               "push_to_serving_s": {"median": median_push, "target": 60, "samples": pushes}}
