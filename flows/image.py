@@ -314,21 +314,29 @@ def layer_diff_ids(client: Any, image: str) -> list[str]:
     return list(client.api.inspect_image(image)["RootFS"]["Layers"])
 
 
-def iter_summary(built: BuiltImage) -> Iterator[str]:
-    """Lines of the markdown build summary."""
-    yield f"### Image build `{built.tag}`"
+def summary_table(title: str, rows: list[tuple[str, str]]) -> Iterator[str]:
+    """Lines of a markdown artifact: a heading, then a two-column table of (name, value) rows."""
+    yield f"### {title}"
     yield ""
     yield "| | |"
     yield "|---|---|"
-    yield f"| image id | `{built.image_id}` |"
-    yield f"| git SHA | `{built.git_sha}` |"
-    yield f"| model | {built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`) |"
-    yield f"| size | {built.size_bytes / 1e6:.1f} MB |"
-    yield f"| steps reused (cache) / run | {built.steps_cached} / {len(built.steps_run)} |"
+    for name, value in rows:
+        yield f"| {name} | {value} |"
+
+
+def iter_summary(built: BuiltImage) -> Iterator[str]:
+    """Lines of the markdown build summary."""
     rebuilt = ", ".join(f"`{step.split(' : ', 1)[-1][:60]}`" for step in layer_steps(built.steps_run))
-    yield f"| layers rebuilt | {rebuilt or 'none'} |"
-    yield f"| seconds | {built.seconds:.1f} |"
-    yield "| digest | after the push: the `image-push` artifact |"
+    yield from summary_table(f"Image build `{built.tag}`", [
+        ("image id", f"`{built.image_id}`"),
+        ("git SHA", f"`{built.git_sha}`"),
+        ("model", f"{built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`)"),
+        ("size", f"{built.size_bytes / 1e6:.1f} MB"),
+        ("steps reused (cache) / run", f"{built.steps_cached} / {len(built.steps_run)}"),
+        ("layers rebuilt", rebuilt or "none"),
+        ("seconds", f"{built.seconds:.1f}"),
+        ("digest", "after the push: the `image-push` artifact"),
+    ])
 
 
 # ---------------------------------------------------------------- the task

@@ -21,7 +21,7 @@ import httpx
 from prefect import task
 
 from flows.errors import ImagePushError
-from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION
+from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, summary_table
 from flows.retry import retry_condition
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -257,12 +257,10 @@ def push_image(built: Any, settings: Any) -> PushedImage:
 
 def iter_push_summary(pushed: PushedImage) -> Iterator[str]:
     """Lines of the markdown push summary: where the image now lives, by digest, and what moved."""
-    yield f"### Image push `{pushed.tag}`"
-    yield ""
-    yield "| | |"
-    yield "|---|---|"
-    yield f"| reference | `{pushed.ref}` |"
-    yield f"| digest | `{pushed.digest}` |"
-    yield f"| layers uploaded / already there | {len(pushed.layers_pushed)} / {len(pushed.layers_existing)} |"
-    yield f"| bytes uploaded | {pushed.bytes_pushed:,} |"
-    yield f"| seconds | {pushed.seconds:.1f} |"
+    yield from summary_table(f"Image push `{pushed.tag}`", [
+        ("reference", f"`{pushed.ref}`"),
+        ("digest", f"`{pushed.digest}`"),
+        ("layers uploaded / already there", f"{len(pushed.layers_pushed)} / {len(pushed.layers_existing)}"),
+        ("bytes uploaded", f"{pushed.bytes_pushed:,}"),
+        ("seconds", f"{pushed.seconds:.1f}"),
+    ])

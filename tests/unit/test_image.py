@@ -198,3 +198,15 @@ def test_prepare_wheels_reuses_a_complete_cache_entry(tmp_path):
 def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
     with pytest.raises(ImageBuildError, match="requirements.txt"):
         wheels.prepare_wheels(tmp_path / "app" / "requirements.txt", tmp_path)
+
+
+def test_build_summary_names_the_image_and_the_layers_rebuilt():
+    built = image.BuiltImage(
+        image_id="sha256:" + "c" * 64, tag="127.0.0.1:5000/aiship-app:abc-m-v2", labels={}, git_sha="a" * 40,
+        model_name="m", model_version=2, model_sha256="d" * 64, size_bytes=427_600_000, seconds=2.5,
+        steps_cached=9, steps_run=("Step 12/13 : COPY --chown=app model/ /srv/model/", "Step 13/13 : LABEL x=y"),
+    )
+    lines = list(image.iter_summary(built))
+    assert lines[:4] == ["### Image build `127.0.0.1:5000/aiship-app:abc-m-v2`", "", "| | |", "|---|---|"]
+    assert "| layers rebuilt | `COPY --chown=app model/ /srv/model/` |" in lines
+    assert "| size | 427.6 MB |" in lines and "| steps reused (cache) / run | 9 / 2 |" in lines
