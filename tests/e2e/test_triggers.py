@@ -228,6 +228,11 @@ def test_6_two_publishes_in_quick_succession_never_overlap(api, model, platform,
     for (start_a, end_a, va), (start_b, _, vb) in zip(rollouts, rollouts[1:]):
         assert end_a <= start_b, f"roll-out of v{va} ({start_a}..{end_a}) overlaps roll-out of v{vb} (from {start_b})"
     assert rollouts[-1][2] == 3, f"the last roll-out was v{rollouts[-1][2]}, not v3: {rollouts}"
+    if 2 not in {version for _, _, version in rollouts}:
+        # v3 took the environment first, so there was no pair to compare: v2's runs must have stood
+        # down for the newer version, not failed to roll out for another reason.
+        v2_logs = [" ".join(api.logs(r["id"])) for r in runs if r["parameters"]["model_version"] == 2]
+        assert v2_logs and all("(newer than v2) already serves" in log for log in v2_logs), v2_logs
     assert len([r for r in rollouts if r[2] == 3]) == 1, f"v3 was rolled out more than once: {rollouts}"
     version = served()
     assert version["model"] == {"name": model, "version": 3, "sha256": refs[1].sha256}, version
