@@ -109,10 +109,10 @@ def start_parts(parts: list[str], start: Callable[[str], None],
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=max(1, len(parts)), thread_name_prefix="aiship-up") as pool:
         while True:
-            ready = [p for p in pending if all(d in seconds or d not in parts for d in NEEDS.get(p, ()))]
-            for part in ready if error is None else []:
-                pending.remove(part)
-                running[pool.submit(timed, part)] = part
+            if error is None:
+                for part in [p for p in pending if all(n in seconds or n not in parts for n in NEEDS.get(p, ()))]:
+                    pending.remove(part)
+                    running[pool.submit(timed, part)] = part
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
