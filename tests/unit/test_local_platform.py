@@ -15,16 +15,18 @@ from flows.local_platform import NEEDS, PARTS, start_parts
 class Recorder:
     """A stand-in for the part scripts: records when each starts and ends."""
 
-    def __init__(self, fail: str | None = None, delay: float = 0.05) -> None:
-        self.fail, self.delay = fail, delay
+    def __init__(self, fail: str | None = None, seconds: dict[str, float] | None = None) -> None:
+        self.fail, self.seconds = fail, seconds or {}
         self.events: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
     def __call__(self, part: str) -> None:
         with self.lock:
             self.events.append(("start", part))
-        time.sleep(self.delay)
+        time.sleep(self.seconds.get(part, 0.05))
         if part == self.fail:
+            with self.lock:
+                self.events.append(("fail", part))
             raise PlatformError(f"aiship local {part}: broken on purpose")
         with self.lock:
             self.events.append(("end", part))
@@ -57,10 +59,12 @@ def test_a_need_left_out_of_the_parts_asked_for_does_not_hold_a_part_back():
 
 
 def test_after_a_failure_nothing_new_starts_and_the_running_parts_finish():
-    start = Recorder(fail="prefect", delay=0.2)
+    # prefect fails once docker is up and kubernetes has started, and before kubernetes is ready.
+    start = Recorder(fail="prefect", seconds={"prefect": 0.4, "kubernetes": 0.8})
     ready: list[str] = []
     with pytest.raises(PlatformError, match="prefect: broken on purpose"):
         start_parts(list(PARTS), start, on_ready=lambda part, _: ready.append(part))
     started = {p for kind, p in start.events if kind == "start"}
     assert "webhooks" not in started and "git" not in started
     assert {"azurite", "s3", "kubernetes"} <= set(ready)  # started beside prefect, waited for
+    assert start.index("end", "kubernetes") > start.index("fail", "prefect")
