@@ -17,3 +17,16 @@ def prefect_api() -> str:
     except httpx.HTTPError as exc:
         pytest.fail(f"the Prefect server does not answer at {url} ({exc}); start it with `aiship local up prefect`")
     return url
+
+
+@pytest.fixture(scope="session")
+def registry_credentials(settings):
+    """The registry's `local-registry` DockerRegistryCredentials block, loaded the way the flows
+    load it (`flows.registry.load_credentials`); fails, naming the next step, when it is missing."""
+    from flows.errors import ConfigurationError
+    from flows.registry import load_credentials
+
+    try:
+        return load_credentials(settings.registry_credentials_block)
+    except ConfigurationError as exc:
+        pytest.fail(str(exc))

@@ -37,15 +37,10 @@ def kube_api(settings) -> k8s.ApiClient:
 
 
 @pytest.fixture(scope="module")
-def registry_login(settings) -> dict[str, str]:
+def registry_login(settings, registry_credentials) -> dict[str, str]:
     """Registry address and credentials from the `local-registry` block `aiship local up` writes."""
-    from prefect_docker import DockerRegistryCredentials
-
-    from flows.blocks import load_block
-
-    block = load_block(DockerRegistryCredentials, settings.registry_credentials_block, "registry")
-    return {"registry": settings.registry_host, "username": block.username,
-            "password": block.password.get_secret_value()}
+    return {"registry": settings.registry_host, "username": registry_credentials.username,
+            "password": registry_credentials.password.get_secret_value()}
 
 
 @pytest.fixture()

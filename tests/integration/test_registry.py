@@ -39,20 +39,11 @@ def _tls(ca_cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_cert))
 
 
-def registry_login(block_name: str = "local-registry") -> RegistryLogin:
-    """The registry credentials from the Prefect block, the way the flows read them; a missing
-    server or block fails the test with the next step (`aiship local up` writes the block)."""
-    from prefect_docker import DockerRegistryCredentials
-
-    from flows.blocks import load_block
-
-    block = load_block(DockerRegistryCredentials, block_name, "registry")
-    return RegistryLogin(block.username, block.password.get_secret_value(), block.registry_url, f"block {block_name}")
-
-
 @pytest.fixture(scope="module")
-def login(settings) -> RegistryLogin:
-    return registry_login(settings.registry_credentials_block)
+def login(settings, registry_credentials) -> RegistryLogin:
+    block = registry_credentials
+    return RegistryLogin(block.username, block.password.get_secret_value(), block.registry_url,
+                         f"block {settings.registry_credentials_block}")
 
 
 @pytest.fixture(scope="module")

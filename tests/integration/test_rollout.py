@@ -98,35 +98,10 @@ def api_client(settings):
 
 
 @pytest.fixture(scope="module")
-def registry(settings) -> dict:
-    path = settings.state_dir / "registry" / "credentials.json"
-    if not path.exists():
-        pytest.fail(f"{path} is missing; start the registry: `aiship local up registry`")
-    return json.loads(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def pull_secret(settings, registry):
-    """Uses the real `local-registry` block when it is there; else writes the same Secret from credentials.json."""
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    try:
-        DockerRegistryCredentials.load(settings.registry_credentials_block, _sync=True)
-        yield "block"
-        return
-    except Exception:
-        pass
-
-    class FileCreds:
-        username, registry_url = registry["username"], registry["registry_url"]
-        password = type("S", (), {"get_secret_value": staticmethod(lambda: registry["password"])})()
-
-    original = DockerRegistryCredentials.load
-    DockerRegistryCredentials.load = classmethod(lambda cls, name, **kw: FileCreds())
-    try:
-        yield "credentials.json"
-    finally:
-        DockerRegistryCredentials.load = original
+def registry(registry_credentials) -> dict:
+    """The `local-registry` block's values, which the rollout also writes its imagePullSecret from."""
+    return {"registry_url": registry_credentials.registry_url, "username": registry_credentials.username,
+            "password": registry_credentials.password.get_secret_value()}
 
 
 def build_and_push(docker_client, registry: dict, mark: str) -> str:
@@ -196,7 +171,7 @@ def version_at(env: Environment) -> dict:
 
 
 @pytest.fixture(scope="module")
-def serving_env(api_client, namespaces, images, settings, pull_secret):
+def serving_env(api_client, namespaces, images, settings):
     """An environment where v1 then v2 were rolled out; returns (environment, [result v1, result v2])."""
     env = environment(api_client, namespaces, "a")
     results = [roll_out_release(api_client, release(images[m], n), env, settings) for n, m in ((1, "v1"), (2, "v2"))]
@@ -292,7 +267,7 @@ def test_the_same_digest_again_changes_nothing(api_client, serving_env, images, 
     assert after.annotations[envs.DEPLOYED_AT] == before.annotations[envs.DEPLOYED_AT]  # serving since then
 
 
-def test_a_failed_first_rollout_is_scaled_to_zero(api_client, namespaces, settings, images, pull_secret):
+def test_a_failed_first_rollout_is_scaled_to_zero(api_client, namespaces, settings, images):
     from kubernetes import client
 
     env = environment(api_client, namespaces, "b")
