@@ -19,7 +19,7 @@ def prefect_api() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: some test modules have a settings fixture of their own
 def registry_credentials(settings):
     """The registry's `local-registry` DockerRegistryCredentials block, loaded the way the flows
     load it (`flows.registry.load_credentials`); fails, naming the next step, when it is missing."""

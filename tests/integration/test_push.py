@@ -37,7 +37,7 @@ def test_find_existing_returns_the_pushed_digest_only_for_the_same_inputs(regist
 
 
 def test_wrong_password_is_refused_and_not_transient(registry_credentials):
-    from prefect_docker.registry_credentials import DockerRegistryCredentials
+    from prefect_docker.credentials import DockerRegistryCredentials
 
     from flows.errors import ImagePushError
     from flows.retry import is_transient
