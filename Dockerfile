@@ -2,7 +2,10 @@
 # rebuilds (and pushes) only the last layer, and a code-only change leaves the dependencies alone:
 #   base image -> dependencies (venv from host-prepared wheels) -> app code -> git SHA -> model.
 # The build needs no network: flows/wheels.py downloads the wheels on the host into wheels/, and
-# flows/image.py puts wheels/ and the fetched model (model/) into the build context.
+# flows/image.py streams them with the source as the build context.
+# aiship has dockerd build the `code` stage only and writes the model layer itself (flows/oci.py):
+# a reproducible tar of the same two files the `model` stage below copies, so that the same inputs
+# give the same image. `docker build .` with a model in model/ still gives a complete image by hand.
 ARG BASE_IMAGE=aiship/base:bookworm-py311
 
 # ---- dependencies, in their own stage so the wheels never reach the final image (no BuildKit
@@ -13,8 +16,8 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
         --disable-pip-version-check -r /wheels/requirements.txt
 
-# ---- the app image
-FROM ${BASE_IMAGE}
+# ---- the app image without its model: what aiship builds with dockerd
+FROM ${BASE_IMAGE} AS code
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN echo 'app:x:10001:10001:aiship app:/srv:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'app:x:10001:' >> /etc/group \
@@ -43,4 +46,6 @@ ARG GIT_SHA=unknown
 ENV AISHIP_APP_GIT_SHA=${GIT_SHA}
 
 # ---- the model, last: a model-only change rebuilds this one layer (labels are metadata only).
+# aiship writes this layer itself (model.skops and manifest.json in /opt/model, root-owned, 0644).
+FROM code AS model
 COPY model/ /opt/model/

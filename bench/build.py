@@ -1,11 +1,14 @@
-"""Figures for stages 2-4: cold build, model-only and code-only rebuilds, image size, pushes, and the
-build context streamed vs hard-linked. Prints a table and writes bench/results/build-<time>.json.
+"""Figures for stages 2-4: cold build, model-only and code-only rebuilds, image size, pushes, and a
+model-only change of a large model the way aiship does it (layer written outside dockerd, `docker
+load`, blob upload) against the classic way (`docker build` of the Dockerfile's `model` stage +
+`docker push`). Prints a table and writes bench/results/build-<time>.json.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m bench.build [--model-mib 200]
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m bench.build [--model-mib 200] [--rounds 3]
 
 (run as a module: bench/platform.py would shadow the standard library's `platform` as a script)
 
-AISHIP_BENCH_SOURCE_DIR picks the app source (default: this repository).
+AISHIP_BENCH_SOURCE_DIR picks the app source (default: this repository). The large models are
+random bytes (they do not compress), as in ../shared/PERF-FACTS.md; medians over --rounds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -23,28 +27,18 @@ from pathlib import Path
 
 import docker
 
-from flows.image import ModelInputs, build_app_image, context_members, image_tag, layer_diff_ids, link_context
+from flows.image import ModelInputs, build_app_image, context_members, image_tag, layer_diff_ids, run_build
 from flows.model_store import LocalModelStore
-from flows.registry import push
+from flows.registry import load_credentials, push, push_built
 from flows.settings import REPO_ROOT, Settings
 from flows.wheels import prepare_wheels
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
-def credentials(settings: Settings):
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    try:
-        return DockerRegistryCredentials.load(settings.registry_credentials_block)
-    except Exception:
-        data = json.loads((settings.state_dir / "registry" / "credentials.json").read_text())
-        return DockerRegistryCredentials(**data)
-
-
 def big_model(work: Path, mib: int) -> ModelInputs:
     """A model-sized file of random bytes (the build never opens it) with a stand-in manifest."""
-    path = work / f"big-{mib}" / "model.skops"
+    path = work / "model.skops"
     path.parent.mkdir(parents=True)
     with path.open("wb") as f:
         for _ in range(mib):
@@ -56,6 +50,7 @@ def big_model(work: Path, mib: int) -> ModelInputs:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-mib", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     settings, client = Settings(), docker.from_env(timeout=1800)
     src = Path(os.environ.get("AISHIP_BENCH_SOURCE_DIR", REPO_ROOT))
@@ -89,27 +84,39 @@ def main() -> None:
     (code / "app" / "__init__.py").open("a").write("\n# bench code change\n")
     code_only = build(code, v2, "c0de" + sha[4:])
     figures["build code-only s"] = code_only.seconds
-    creds = credentials(settings)
-    for label, built in (("push cold", cold), ("push model-only", model_only)):
-        repo, _, tag = built.tag.rpartition(":")
-        pushed = push(client, repo, tag, creds)
+    assert layer_diff_ids(client, model_only.image_id)[:-1] == layer_diff_ids(client, cold.image_id)[:-1]
+    assert layer_diff_ids(client, code_only.image_id)[-1] == layer_diff_ids(client, model_only.image_id)[-1]
+    creds = load_credentials(settings.registry_credentials_block)
+    for label, built in (("push cold", cold), ("push model-only", model_only), ("push code-only", code_only)):
+        pushed = push_built(client, built, creds)
         figures[f"{label} s"] = pushed.seconds
         figures[f"{label} layers pushed/existing"] = f"{len(pushed.layers_pushed)}/{len(pushed.layers_existing)}"
-        figures[f"{label} MB (uncompressed layers)"] = round(pushed.bytes_pushed / 1e6, 1)
-    big = big_model(work, args.model_mib)
-    t = time.monotonic()
-    build(src, big, sha)
-    figures[f"build model-only {args.model_mib} MiB, streamed context s"] = round(time.monotonic() - t, 2)
-    big2 = big_model(work / "b2", args.model_mib)
-    t = time.monotonic()
-    ctx = link_context(context_members(src, wheels.path, big2), work / "ctx")
-    stream = client.api.build(path=str(ctx), tag=f"{settings.registry_host}/{repo_name}:linked",
-                              buildargs={"BASE_IMAGE": settings.base_image, "GIT_SHA": sha}, decode=True, rm=True)
-    for chunk in stream:
-        if "error" in chunk:
-            raise SystemExit(chunk["error"])
-    figures[f"build model-only {args.model_mib} MiB, hard-linked folder + SDK tar s"] = round(time.monotonic() - t, 2)
-    assert layer_diff_ids(client, model_only.image_id)[:-1] == layer_diff_ids(client, cold.image_id)[:-1]
+        figures[f"{label} MB sent"] = round(pushed.bytes_pushed / 1e6, 3)
+
+    # A large model-only change, both ways, each round with new random bytes.
+    aiship_s, classic_s, aiship_build, classic_build = [], [], [], []
+    for n in range(args.rounds):
+        big = big_model(work / f"big-{n}", args.model_mib)
+        t = time.monotonic()
+        built = build(src, big, sha)
+        aiship_build.append(time.monotonic() - t)
+        push_built(client, built, creds)
+        aiship_s.append(time.monotonic() - t)
+        classic = big_model(work / f"classic-{n}", args.model_mib)
+        members = [*context_members(src, wheels.path), ("model/manifest.json", classic.manifest_file),
+                   ("model/model.skops", classic.model_file)]
+        tag = f"classic-{n}"
+        t = time.monotonic()
+        run_build(client, members, f"{settings.registry_host}/{repo_name}:{tag}", {},
+                  {"BASE_IMAGE": settings.base_image, "GIT_SHA": sha}, target="model")
+        classic_build.append(time.monotonic() - t)
+        push(client, f"{settings.registry_host}/{repo_name}", tag, creds)
+        classic_s.append(time.monotonic() - t)
+    mib = args.model_mib
+    figures[f"{mib} MiB model-only, aiship: build s (median)"] = round(statistics.median(aiship_build), 2)
+    figures[f"{mib} MiB model-only, aiship: build + push s (median)"] = round(statistics.median(aiship_s), 2)
+    figures[f"{mib} MiB model-only, classic (COPY in dockerd): build s (median)"] = round(statistics.median(classic_build), 2)
+    figures[f"{mib} MiB model-only, classic: build + docker push s (median)"] = round(statistics.median(classic_s), 2)
     for image in client.images.list(name=f"{settings.registry_host}/{repo_name}"):
         for tag in image.tags:
             client.images.remove(tag, noprune=True)

@@ -1,9 +1,11 @@
-"""Stage 2: build the app image with the Docker SDK — base, dependencies, code, and the model last.
+"""Stage 2: build the app image — base, dependencies and code with the Docker SDK, the model last.
 
-The build context is assembled from three places: the checked-out source tree (filtered by its
-`.dockerignore`), the wheelhouse prepared on the host (`wheels/`), and the fetched model
-(`model/`). It is streamed to dockerd as a tar written on the fly, so the model's bytes are read
-once and never copied to a temporary folder or tar file first.
+dockerd builds the Dockerfile up to its `code` stage from a context assembled from two places: the
+checked-out source tree (filtered by its `.dockerignore`) and the wheelhouse prepared on the host
+(`wheels/`), streamed as a tar written on the fly. The model layer is not built by dockerd:
+`flows.oci` writes it as a reproducible tar and the image's config on top of the code image, and
+`docker load` adds that layer to the daemon for the smoke test. The pushed image is this image:
+same config, same digest (`flows.registry.push_built`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +24,17 @@ from typing import Any, BinaryIO
 
 from prefect import task
 
+from flows import oci
 from flows.errors import ImageBuildError
+from flows.oci import ModelLayer
 from flows.retry import retry_condition
 
 logger = logging.getLogger("aiship.image")
 
 MODEL_DIR = "model"
 WHEELS_DIR = "wheels"
+CODE_STAGE = "code"  # the Dockerfile stage dockerd builds; the model layer goes on top of it
+LAYER_FILE = "aiship-model-layer.tar"  # written next to the fetched model, in the run's work folder
 LABEL_MODEL_NAME = "io.aiship.model.name"
 LABEL_MODEL_VERSION = "io.aiship.model.version"
 LABEL_MODEL_SHA256 = "io.aiship.model.sha256"
@@ -56,14 +62,26 @@ class ModelInputs:
         ref = fetched.ref
         return cls(ref.name, int(ref.version), ref.sha256, Path(fetched.path), Path(fetched.manifest_path))
 
+    @property
+    def layer_path(self) -> Path:
+        """Where the model layer tar is written: beside the fetched model, in the run's work folder."""
+        return self.model_file.parent / LAYER_FILE
+
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """An image built locally and tagged, not yet pushed: its digest is only known after the push."""
+    """An image built locally and tagged, not yet pushed.
+
+    `image_id` is the digest of `config`, the config the push writes: the image smoke-tested is the
+    image pushed. `code_tag` names the image dockerd built (everything but the model layer).
+    """
 
     image_id: str
     tag: str
     labels: dict[str, str]
+    code_tag: str
+    model_layer: ModelLayer
+    config: bytes = field(repr=False)
     git_sha: str
     model_name: str
     model_version: int
@@ -93,6 +111,17 @@ def image_tag(registry: str, app_name: str, git_sha: str, model_name: str, model
     return f"{registry.rstrip('/')}/{app_name}:{version}"
 
 
+def code_tag(image: str, git_sha: str) -> str:
+    """`<registry>/<app>:code-<gitsha12>` for the image `<registry>/<app>:<tag>`: the app without its model."""
+    return f"{image.rpartition(':')[0]}:{CODE_STAGE}-{git_sha[:12]}"
+
+
+def has_stage(dockerfile: str, stage: str) -> bool:
+    """True when the Dockerfile has a `FROM … AS <stage>` line (names are case-insensitive)."""
+    pattern = rf"^\s*FROM\s+(--\S+\s+)*\S+\s+AS\s+{re.escape(stage)}\s*$"
+    return any(re.match(pattern, line, re.IGNORECASE) for line in dockerfile.splitlines())
+
+
 def rfc3339(moment: datetime) -> str:
     """A timezone-aware time as RFC 3339 in UTC (`2024-05-01T12:00:00Z`); naive times are refused."""
     if moment.tzinfo is None:
@@ -116,10 +145,11 @@ def image_labels(git_sha: str, committed_at: datetime, repo_url: str, model: Mod
 # ---------------------------------------------------------------- the build context
 
 
-def context_members(source_dir: Path, wheels_dir: Path, model: ModelInputs) -> list[tuple[str, Path]]:
+def context_members(source_dir: Path, wheels_dir: Path) -> list[tuple[str, Path]]:
     """(name in the context, file on disk) for every file of the build context, sorted by name.
 
-    The source tree is filtered by its `.dockerignore`; `wheels/` and `model/` are added whole.
+    The source tree is filtered by its `.dockerignore`; `wheels/` is added whole. The model is not
+    in the context: it becomes a layer of its own (`flows.oci`).
     """
     from docker.utils.build import exclude_paths
 
@@ -132,11 +162,14 @@ def context_members(source_dir: Path, wheels_dir: Path, model: ModelInputs) -> l
             members[rel] = path
     if "Dockerfile" not in members:
         raise ImageBuildError(f"no Dockerfile in {source_dir} (or .dockerignore excludes it); commit one at the repo root")
+    if not has_stage(members["Dockerfile"].read_text(), CODE_STAGE):
+        raise ImageBuildError(
+            f"{source_dir}/Dockerfile has no `FROM … AS {CODE_STAGE}` stage; aiship builds up to that stage "
+            "(base, dependencies, app code) and adds the model layer itself: name the app's last stage "
+            f"`{CODE_STAGE}` (see this repository's Dockerfile)")
     for wheel in sorted(wheels_dir.iterdir()):
         if wheel.is_file() and not wheel.name.startswith("."):
             members[f"{WHEELS_DIR}/{wheel.name}"] = wheel
-    members[f"{MODEL_DIR}/{model.model_file.name}"] = model.model_file
-    members[f"{MODEL_DIR}/manifest.json"] = model.manifest_file
     return sorted(members.items())
 
 
@@ -161,35 +194,21 @@ def write_context(members: list[tuple[str, Path]], out: BinaryIO) -> int:
     return total
 
 
-def stream_context(members: list[tuple[str, Path]]) -> tuple[BinaryIO, threading.Thread, list[BaseException]]:
-    """A pipe the tar is written into by a thread while dockerd reads it (no temporary tar file)."""
+def stream_tar(write: Callable[[BinaryIO], object]) -> tuple[BinaryIO, threading.Thread, list[BaseException]]:
+    """A pipe that `write` fills from a thread while dockerd reads it (no temporary tar file)."""
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
 
     def writer() -> None:
         try:
             with os.fdopen(write_fd, "wb", buffering=1 << 20) as out:
-                write_context(members, out)
-        except BaseException as exc:  # reported by build(); the reader sees a truncated tar
+                write(out)
+        except BaseException as exc:  # reported by the caller; the reader sees a truncated tar
             errors.append(exc)
 
-    thread = threading.Thread(target=writer, name="aiship-build-context", daemon=True)
+    thread = threading.Thread(target=writer, name="aiship-tar-stream", daemon=True)
     thread.start()
     return os.fdopen(read_fd, "rb"), thread, errors
-
-
-def link_context(members: list[tuple[str, Path]], dest: Path) -> Path:
-    """The alternative to streaming: a folder of hard links (copies across file systems)."""
-    import shutil
-
-    for name, path in members:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-    return dest
 
 
 # ---------------------------------------------------------------- the build stream
@@ -247,18 +266,19 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: dict[str, str],
-              buildargs: dict[str, str], timeout: int = 1800, nocache: bool = False) -> BuildProgress:
+              buildargs: dict[str, str], timeout: int = 1800, nocache: bool = False,
+              target: str | None = None) -> BuildProgress:
     """Streams the context to dockerd, every line to the run logger; raises ImageBuildError on error."""
     import docker.errors
     import requests.exceptions
 
     log = _run_logger()
     progress = BuildProgress()
-    reader, writer, writer_errors = stream_context(members)
+    reader, writer, writer_errors = stream_tar(lambda out: write_context(members, out))
     try:
         chunks = client.api.build(fileobj=reader, custom_context=True, tag=tag, labels=labels,
                                   buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout,
-                                  nocache=nocache)
+                                  nocache=nocache, target=target)
         for chunk in chunks:
             line = progress.feed(chunk)
             if line:
@@ -286,18 +306,65 @@ def _failure_message(tag: str, progress: BuildProgress, base_image: str) -> str:
             f"{progress.error or 'the daemon reported no image id'}; {hint}\n--- last build output ---\n{output}")
 
 
+def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> str:
+    """Makes dockerd hold the image `config` describes, tagged `tag`; returns its id (the config digest).
+
+    When dockerd has it already (same code image, model and labels) it is only tagged again.
+    """
+    import docker.errors
+
+    image_id = oci.digest_of(config)
+    repo, _, name = tag.rpartition(":")
+    try:
+        client.api.inspect_image(image_id)
+    except docker.errors.ImageNotFound:
+        reader, writer, writer_errors = stream_tar(lambda out: oci.write_docker_archive(config, tag, layer, out))
+        try:
+            for chunk in client.api.load_image(reader) or ():
+                if isinstance(chunk, dict) and ("error" in chunk or "errorDetail" in chunk):
+                    raise ImageBuildError(f"docker load of {tag} failed: {chunk.get('error') or chunk['errorDetail']}")
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"docker load of {tag} failed: {exc}; is Docker running?") from exc
+        finally:
+            reader.close()
+            writer.join(timeout=60)
+        if writer_errors:
+            raise ImageBuildError(f"writing the image archive of {tag} failed: {writer_errors[0]}") from writer_errors[0]
+    else:
+        client.api.tag(image_id, repo, name, force=True)
+    loaded = client.api.inspect_image(tag)["Id"]
+    if loaded != image_id:
+        raise ImageBuildError(f"dockerd holds {tag} as {loaded}, not as the config digest {image_id}; "
+                              "remove the tag (`docker rmi`) and build again")
+    return image_id
+
+
 def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
                     wheels_dir: Path, model: ModelInputs, tag: str, base_image: str,
                     nocache: bool = False) -> BuiltImage:
-    """Builds and tags the app image for (source, model); returns what was built and how fast."""
+    """Builds the code image with dockerd, adds the model layer, and tags the result `tag` in dockerd.
+
+    Args:
+        source_dir: the checked-out app (Dockerfile with a `code` stage, `app/`).
+        committed_at: the commit's time: the image's `created`, so rebuilding gives the same image.
+        wheels_dir: the dependencies' wheels, prepared on the host (`flows.wheels`).
+        model: the fetched, verified model; its layer is written to `model.layer_path`.
+        tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`image_tag`).
+        nocache: rebuild the code image without dockerd's layer cache.
+    """
     started = time.monotonic()
     labels = image_labels(git_sha, committed_at, repo_url, model)
-    members = context_members(source_dir, wheels_dir, model)
-    progress = run_build(client, members, tag, labels, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha}, nocache=nocache)
-    size = int(client.api.inspect_image(progress.image_id).get("Size", 0))
+    members = context_members(source_dir, wheels_dir)
+    code = code_tag(tag, git_sha)
+    progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha},
+                         nocache=nocache, target=CODE_STAGE)
+    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
+    config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
+    image_id = load_image(client, config, tag, layer)
+    size = int(client.api.inspect_image(image_id).get("Size", 0))
     return BuiltImage(
-        image_id=progress.image_id, tag=tag, labels=labels, git_sha=git_sha,
-        model_name=model.name, model_version=model.version, model_sha256=model.sha256,
+        image_id=image_id, tag=tag, labels=labels, code_tag=code, model_layer=layer, config=config,
+        git_sha=git_sha, model_name=model.name, model_version=model.version, model_sha256=model.sha256,
         size_bytes=size, seconds=round(time.monotonic() - started, 3),
         steps_cached=progress.cached, steps_run=tuple(progress.run_steps),
         build_log_tail=tuple(progress.tail[-10:]),
@@ -328,12 +395,13 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
     """Lines of the markdown build summary."""
     rebuilt = ", ".join(f"`{step.split(' : ', 1)[-1][:60]}`" for step in layer_steps(built.steps_run))
     yield from summary_table(f"Image build `{built.tag}`", [
-        ("image id", f"`{built.image_id}`"),
+        ("image id (config digest)", f"`{built.image_id}`"),
         ("git SHA", f"`{built.git_sha}`"),
         ("model", f"{built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`)"),
+        ("model layer", f"`{built.model_layer.digest}`, {built.model_layer.size / 1e6:.1f} MB, uncompressed"),
         ("size", f"{built.size_bytes / 1e6:.1f} MB"),
-        ("steps reused (cache) / run", f"{built.steps_cached} / {len(built.steps_run)}"),
-        ("layers rebuilt", rebuilt or "none"),
+        ("code image steps reused (cache) / run", f"{built.steps_cached} / {len(built.steps_run)}"),
+        ("code layers rebuilt", rebuilt or "none"),
         ("seconds", f"{built.seconds:.1f}"),
         ("digest", "after the push: the `image-push` artifact"),
     ])

@@ -1,34 +1,35 @@
 """Stage 4: push the smoke-tested image and take the digest the registry reports.
 
+The push has two halves. `docker push` sends the code image (base, dependencies, code: mostly
+"Layer already exists"); then the registry's HTTP API (`flows.distribution`) receives the model
+layer unless it has it, the config the smoke-tested image was loaded from, and last the manifest
+under the image's tag. A push that fails halfway leaves no manifest, so no half image is ever
+visible, and the retry sends only what is missing.
+
 Everything after the push uses `repo@sha256:…`: `PushedImage` refuses any other reference.
-Before building, `find_existing` asks the registry (distribution API) whether an image for the
-same git SHA and model sha256 is already there, so the same inputs are never built twice.
+Before building, `find_existing` asks the registry whether an image for the same git SHA and
+model sha256 is already there, so the same inputs are never built twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 from prefect import task
 
+from flows import oci
+from flows.distribution import RegistryAPI, RegistryHTTPError
 from flows.errors import ImagePushError
 from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, summary_table
 from flows.retry import retry_condition
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-MANIFEST_TYPES = ", ".join((
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-))
 EXISTING_STATUSES = frozenset({"Layer already exists"})
 # Daemon messages that mean "try again later": the network or the registry hiccupped.
 _TRANSIENT = re.compile(
@@ -156,33 +157,46 @@ def push(client: Any, repo: str, tag: str, credentials: Any, log: Any = None) ->
     )
 
 
+def push_built(client: Any, built: Any, credentials: Any, log: Any = None) -> PushedImage:
+    """Pushes a built image (`flows.image.BuiltImage`): the code image with dockerd, then the model
+    layer, the config and the manifest over the registry's API. Returns it pinned by digest.
+
+    The manifest's config is `built.config`, so the pushed image's id is the one smoke-tested.
+    """
+    started = time.monotonic()
+    repo, _, tag = built.tag.rpartition(":")
+    code = push(client, *built.code_tag.rpartition(":")[::2], credentials, log=log)
+    layer = built.model_layer
+    try:
+        with RegistryAPI(repo, credentials) as registry:
+            found = registry.manifest(code.digest)
+            if found is None:
+                raise ImagePushError(f"the registry lost {code.ref} right after it was pushed; push again")
+            code_layers = json.loads(found[0])["layers"]
+            if len(code_layers) != len(oci.config_diff_ids(built.config)) - 1:
+                raise ImagePushError(f"{code.ref} has {len(code_layers)} layers but {built.tag} was built on "
+                                     f"{len(oci.config_diff_ids(built.config)) - 1}; build again")
+            with layer.path.open("rb") as f:
+                uploaded = registry.upload_blob(layer.digest, layer.size, f)
+            if log is not None:
+                log.info("model layer %s: %s", layer.short_id, "Pushed" if uploaded else "Layer already exists")
+            registry.upload_blob(oci.digest_of(built.config), len(built.config), built.config)
+            manifest = oci.image_manifest(built.config, code_layers, layer)
+            digest = registry.put_manifest(tag, manifest, oci.MANIFEST_TYPE)
+    except (RegistryHTTPError, httpx.HTTPError, ValueError) as exc:
+        raise push_error(repo, tag, f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise ImagePushError(f"reading the model layer {layer.path} failed: {exc}; build the image again") from exc
+    model = ((layer.short_id,), ()) if uploaded else ((), (layer.short_id,))
+    return PushedImage(
+        ref=f"{repo}@{digest}", digest=digest, tag=tag,
+        layers_pushed=code.layers_pushed + model[0], layers_existing=code.layers_existing + model[1],
+        bytes_pushed=code.bytes_pushed + (layer.size if uploaded else 0),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
 # ---------------------------------------------------------------- what is already there
-
-
-def ca_bundle(registry_host: str) -> ssl.SSLContext:
-    """Trusts dockerd's CA for this registry (`/etc/docker/certs.d/<host>/ca.crt`), else the system's CAs."""
-    path = Path("/etc/docker/certs.d") / registry_host / "ca.crt"
-    return ssl.create_default_context(cafile=str(path) if path.is_file() else None)
-
-
-def _bearer(http: httpx.Client, challenge: str, user: str, password: str) -> str:
-    """A token for a `Bearer realm=…,service=…,scope=…` challenge (ACR); registry:2 uses Basic."""
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    realm = params.pop("realm")
-    response = http.get(realm, params=params, auth=(user, password))
-    response.raise_for_status()
-    body = response.json()
-    return body.get("token") or body["access_token"]
-
-
-def _get(http: httpx.Client, url: str, credentials: Any, headers: dict[str, str]) -> httpx.Response:
-    secret = credentials.password.get_secret_value()
-    response = http.get(url, headers=headers, auth=(credentials.username, secret))
-    challenge = response.headers.get("www-authenticate", "")
-    if response.status_code == 401 and challenge.lower().startswith("bearer"):
-        token = _bearer(http, challenge, credentials.username, secret)
-        response = http.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
-    return response
 
 
 def find_existing(repo: str, tag: str, expected_labels: dict[str, str], credentials: Any,
@@ -191,20 +205,16 @@ def find_existing(repo: str, tag: str, expected_labels: dict[str, str], credenti
 
     None when the tag is absent, or names other inputs (then the build goes ahead and re-tags).
     """
-    host, _, name = repo.partition("/")
-    base = f"https://{host}/v2/{name}"
-    with httpx.Client(verify=ca_bundle(host), timeout=timeout, follow_redirects=True) as http:
-        response = _get(http, f"{base}/manifests/{tag}", credentials, {"Accept": MANIFEST_TYPES})
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise push_error(repo, tag, f"GET manifest answered HTTP {response.status_code}: {response.text[:200]}")
-        digest = response.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(response.content).hexdigest()
-        config_digest = response.json()["config"]["digest"]
-        blob = _get(http, f"{base}/blobs/{config_digest}", credentials, {})
-        if blob.status_code != 200:
-            raise push_error(repo, tag, f"GET config blob {config_digest} answered HTTP {blob.status_code}")
-        labels = (json.loads(blob.content).get("config") or {}).get("Labels") or {}
+    try:
+        with RegistryAPI(repo, credentials, timeout=timeout) as registry:
+            found = registry.manifest(tag)
+            if found is None:
+                return None
+            manifest, digest = found
+            config = json.loads(registry.blob(json.loads(manifest)["config"]["digest"]))
+    except RegistryHTTPError as exc:
+        raise push_error(repo, tag, str(exc)) from exc
+    labels = (config.get("config") or {}).get("Labels") or {}
     wanted = {k: expected_labels[k] for k in (LABEL_REVISION, LABEL_MODEL_SHA256)}
     if any(labels.get(k) != v for k, v in wanted.items()):
         return None
@@ -243,11 +253,10 @@ def push_image(built: Any, settings: Any) -> PushedImage:
 
     from prefect.artifacts import create_markdown_artifact
 
-    repo, _, tag = built.tag.rpartition(":")
     credentials = load_credentials(settings.registry_credentials_block)
     client = docker_client()
     try:
-        pushed = push(client, repo, tag, credentials, log=get_run_logger())
+        pushed = push_built(client, built, credentials, log=get_run_logger())
     finally:
         client.close()
     create_markdown_artifact(key="image-push", markdown="\n".join(iter_push_summary(pushed)),

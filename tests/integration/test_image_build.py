@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -22,7 +22,7 @@ import pytest
 
 from flows.app_tests import SourceTree
 from flows.errors import ImageBuildError
-from flows.image import ModelInputs, BuiltImage, build_app_image, image_tag, layer_diff_ids, layer_steps
+from flows.image import LAYER_FILE, BuiltImage, ModelInputs, build_app_image, image_tag, layer_diff_ids, layer_steps
 from flows.model_store import LocalModelStore
 from flows.settings import REPO_ROOT, Settings
 from flows.wheels import prepare_wheels
@@ -122,7 +122,7 @@ def _untag_test_images():
     c = docker.from_env()
     for image in c.images.list(name=f"{Settings().registry_host}/{TEST_REPO}"):
         for tag in image.tags:
-            if MODEL_NAME in tag:
+            if MODEL_NAME in tag or tag.rpartition(":")[2].startswith("code-c0de"):
                 c.images.remove(tag, noprune=True)
     shutil.rmtree(workdir(), ignore_errors=True)
     if FIGURES:
@@ -134,6 +134,8 @@ def test_first_build_has_labels_user_port_healthcheck_and_model_last():
     attrs = client().api.inspect_image(built.image_id)
     config = attrs["Config"]
     tree, model = main_source(), models()["v1"]
+    assert attrs["Id"] == built.image_id and built.tag in attrs["RepoTags"]
+    assert attrs["Created"].startswith(tree.committed_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
     assert config["Labels"]["org.opencontainers.image.revision"] == tree.sha
     assert config["Labels"]["io.aiship.model.sha256"] == model.ref.sha256
     assert config["Labels"]["io.aiship.model.version"] == str(model.ref.version)
@@ -141,24 +143,43 @@ def test_first_build_has_labels_user_port_healthcheck_and_model_last():
     assert config["Healthcheck"]["Test"][0] == "CMD" and "/healthz" in config["Healthcheck"]["Test"][-1]
     assert f"AISHIP_APP_GIT_SHA={tree.sha}" in config["Env"]
     assert built.tag.endswith(f":{tree.short_sha}-{MODEL_NAME}-v{model.ref.version}")
-    assert layer_steps(built.steps_run)[-1].endswith("COPY model/ /opt/model/")  # a new model each session
+    assert layer_diff_ids(client(), built.image_id)[-1] == built.model_layer.digest
+    assert layer_diff_ids(client(), built.image_id)[:-1] == layer_diff_ids(client(), built.code_tag)
+    # the model's files are where the app reads them, readable by the app's user
+    out = client().containers.run(built.image_id, ["sh", "-c", "cd /opt/model && sha256sum model.skops && ls"],
+                                  remove=True).decode()
+    assert out.split()[0] == model.ref.sha256 and "manifest.json" in out.split()
 
 
 def test_model_only_change_rebuilds_only_the_model_layer():
     first, second = build("v1"), build("v2")
     before, after = layer_diff_ids(client(), first.image_id), layer_diff_ids(client(), second.image_id)
     assert len(before) == len(after) and before[:-1] == after[:-1] and before[-1] != after[-1]
-    assert [s.split(" : ", 1)[1] for s in layer_steps(second.steps_run)] == ["COPY model/ /opt/model/"]
+    assert layer_steps(second.steps_run) == []  # dockerd reused the whole code image
+    assert second.code_tag == first.code_tag
 
 
-def test_code_only_change_leaves_the_dependency_layers_untouched():
+def test_code_only_change_leaves_the_dependency_and_model_layers_untouched():
     first, changed = build("v1"), build("v1", source="code")
     before, after = layer_diff_ids(client(), first.image_id), layer_diff_ids(client(), changed.image_id)
-    # base, app user, venv: shared; app code: new. The model layer is rebuilt after it and gets a
-    # new id although its files are the same: the classic builder stamps /opt/model with the copy time.
-    assert before[:3] == after[:3] and before[3] != after[3]
-    ran = [s.split(" : ", 1)[1] for s in layer_steps(changed.steps_run)]
-    assert ran == ["COPY app/ /srv/app/", "COPY model/ /opt/model/"]
+    # base, app user, venv: shared; app code: new; the model layer: the same bytes, the same id.
+    assert before[:3] == after[:3] and before[3] != after[3] and before[-1] == after[-1]
+    assert [s.split(" : ", 1)[1] for s in layer_steps(changed.steps_run)] == ["COPY app/ /srv/app/"]
+
+
+def test_rebuilding_the_same_inputs_gives_the_same_image():
+    first = build("v1")
+    client().images.remove(first.image_id, force=True, noprune=True)  # gone from dockerd: the build loads it again
+    tree, fetched = main_source(), models()["v1"]
+    moved = workdir() / "fetched-v1-again"
+    shutil.copytree(Path(fetched.path).parent, moved, ignore=shutil.ignore_patterns(LAYER_FILE))
+    model = ModelInputs(MODEL_NAME, fetched.ref.version, fetched.ref.sha256, moved / Path(fetched.path).name,
+                        moved / Path(fetched.manifest_path).name)
+    again = build_app_image(client(), tree.path, tree.sha, tree.committed_at, tree.repo_url, wheelhouse(), model,
+                            first.tag, Settings().base_image)
+    assert again.model_layer.path != first.model_layer.path and again.model_layer.digest == first.model_layer.digest
+    assert again.config == first.config and again.image_id == first.image_id
+    assert client().api.inspect_image(first.tag)["Id"] == first.image_id
 
 
 def test_failing_dockerfile_step_raises_image_build_error_naming_the_step():
@@ -167,7 +188,7 @@ def test_failing_dockerfile_step_raises_image_build_error_naming_the_step():
     shutil.copytree(tree.path / "app", broken / "app", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(tree.path / ".dockerignore", broken / ".dockerignore")
     (broken / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 3\nCOPY model/ /opt/model/\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS code\nRUN echo about to fail && exit 3\n")
     model = ModelInputs.from_fetched(models()["v1"])
     with pytest.raises(ImageBuildError) as info:
         build_app_image(client(), broken, tree.sha, tree.committed_at, tree.repo_url, wheelhouse(), model,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from flows.registry import PushedImage, find_existing, push
+from flows.distribution import RegistryAPI
+from flows.registry import PushedImage, find_existing, push_built
 from tests.integration.test_image_build import FIGURES, build, client, layer_diff_ids
 
 
@@ -15,20 +18,50 @@ def split(tag: str) -> tuple[str, str]:
 
 def test_push_then_model_only_repush_uploads_exactly_the_model_layer(registry_credentials):
     first, second = build("v1"), build("v2")
-    pushed = push(client(), *split(first.tag), registry_credentials)
+    pushed = push_built(client(), first, registry_credentials)
     FIGURES["push v1 s"], FIGURES["push v1 bytes"] = pushed.seconds, pushed.bytes_pushed
     assert isinstance(pushed, PushedImage) and pushed.ref == f"{split(first.tag)[0]}@{pushed.digest}"
-    again = push(client(), *split(second.tag), registry_credentials)
+    again = push_built(client(), second, registry_credentials)
     FIGURES["push v2 (model only) s"], FIGURES["push v2 bytes"] = again.seconds, again.bytes_pushed
     model_layer = layer_diff_ids(client(), second.image_id)[-1]
     assert again.layers_pushed == (model_layer[len("sha256:"):][:12],)
+    assert again.bytes_pushed == second.model_layer.size
     assert len(again.layers_existing) == len(layer_diff_ids(client(), second.image_id)) - 1
     assert again.digest != pushed.digest
 
 
+def test_pushed_image_is_the_smoke_tested_image(registry_credentials):
+    built = build("v1")
+    pushed = push_built(client(), built, registry_credentials)
+    with RegistryAPI(pushed.repository, registry_credentials) as registry:
+        manifest, digest = registry.manifest(pushed.digest)
+        config_digest = json.loads(manifest)["config"]["digest"]
+        assert digest == pushed.digest and config_digest == built.image_id
+        assert registry.blob(config_digest) == built.config
+    client().api.pull(pushed.ref.partition("@")[0], tag=pushed.digest,
+                      auth_config={"username": registry_credentials.username,
+                                   "password": registry_credentials.password.get_secret_value()})
+    assert client().api.inspect_image(pushed.ref)["Id"] == built.image_id  # dockerd pulled the same image
+
+
+def test_code_only_change_pushes_the_code_layer_but_not_the_model_layer(registry_credentials):
+    push_built(client(), build("v1"), registry_credentials)
+    changed = build("v1", source="code")
+    pushed = push_built(client(), changed, registry_credentials)
+    code_layer, model_layer = layer_diff_ids(client(), changed.image_id)[-2:]
+    assert pushed.layers_pushed == (code_layer[len("sha256:"):][:12],)
+    assert model_layer[len("sha256:"):][:12] in pushed.layers_existing
+
+
+def test_same_push_twice_sends_nothing_and_gives_the_same_digest(registry_credentials):
+    built = build("v2")
+    first, second = push_built(client(), built, registry_credentials), push_built(client(), built, registry_credentials)
+    assert second.digest == first.digest and second.layers_pushed == () and second.bytes_pushed == 0
+
+
 def test_find_existing_returns_the_pushed_digest_only_for_the_same_inputs(registry_credentials):
     built = build("v1")
-    pushed = push(client(), *split(built.tag), registry_credentials)
+    pushed = push_built(client(), built, registry_credentials)
     found = find_existing(*split(built.tag), built.labels, registry_credentials)
     assert found is not None and found.ref == pushed.ref
     other_model = {**built.labels, "io.aiship.model.sha256": "0" * 64}
@@ -45,6 +78,6 @@ def test_wrong_password_is_refused_and_not_transient(registry_credentials):
     wrong = DockerRegistryCredentials(username=registry_credentials.username, password="not-the-password",
                                       registry_url=registry_credentials.registry_url)
     with pytest.raises(ImagePushError) as info:
-        push(client(), *split(build("v1").tag), wrong)
+        push_built(client(), build("v1"), wrong)
     assert not is_transient(info.value), str(info.value)
     assert "not-the-password" not in str(info.value)

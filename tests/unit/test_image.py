@@ -11,6 +11,7 @@ import pytest
 
 from flows import image, wheels
 from flows.errors import ImageBuildError
+from flows.oci import ModelLayer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -63,7 +64,7 @@ def source_tree(tmp_path: Path) -> Path:
     (src / "app" / "__pycache__").mkdir(parents=True)
     (src / "app" / "tests").mkdir()
     (src / ".git").mkdir()
-    (src / "Dockerfile").write_text("FROM scratch\n")
+    (src / "Dockerfile").write_text("FROM scratch AS code\n")
     (src / "app" / "__init__.py").write_text("")
     (src / "app" / "__pycache__" / "x.pyc").write_bytes(b"x")
     (src / "app" / "tests" / "test_x.py").write_text("")
@@ -82,47 +83,67 @@ def wheelhouse(tmp_path: Path) -> Path:
     return w
 
 
-def test_context_is_dockerignore_filtered_source_plus_wheels_and_model(tmp_path):
-    members = dict(image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path)))
+def test_context_is_dockerignore_filtered_source_plus_wheels_without_the_model(tmp_path):
+    src = source_tree(tmp_path)
+    (src / "model").mkdir()
+    (src / "model" / "model.skops").write_bytes(b"a model left in the work tree")
+    members = dict(image.context_members(src, wheelhouse(tmp_path)))
     assert sorted(members) == [
         ".dockerignore", "Dockerfile", "app/__init__.py",
-        "model/manifest.json", "model/model.skops",
         "wheels/flask-3.1.0-py3-none-any.whl", "wheels/requirements.txt",
     ]
+
+
+def test_context_whose_dockerfile_has_no_code_stage_is_refused(tmp_path):
+    src = source_tree(tmp_path)
+    (src / "Dockerfile").write_text("FROM scratch\nCOPY model/ /opt/model/\n")
+    with pytest.raises(ImageBuildError, match="no `FROM … AS code` stage"):
+        image.context_members(src, wheelhouse(tmp_path))
+
+
+@pytest.mark.parametrize("line, found", [
+    ("FROM ${BASE_IMAGE} AS code", True),
+    ("from --platform=linux/amd64 base:1 as CODE", True),
+    ("  FROM base AS code  ", True),
+    ("FROM base AS codec", False),
+    ("FROM code AS model", False),
+    ("# FROM base AS code", False),
+])
+def test_code_stage_is_found_by_its_from_line(line, found):
+    assert image.has_stage(f"ARG X\n{line}\nRUN true\n", "code") is found
+
+
+def test_code_tag_names_the_app_repository_and_sha12():
+    assert image.code_tag("127.0.0.1:5000/aiship-app:0123456789ab-iris-v7", SHA) == "127.0.0.1:5000/aiship-app:code-0123456789ab"
+    assert image.code_tag("acr.example.io/team/app:x", SHA) == "acr.example.io/team/app:code-0123456789ab"
 
 
 def test_context_without_dockerfile_is_refused(tmp_path):
     src = source_tree(tmp_path)
     (src / "Dockerfile").unlink()
     with pytest.raises(ImageBuildError, match="no Dockerfile"):
-        image.context_members(src, wheelhouse(tmp_path), model_inputs(tmp_path))
+        image.context_members(src, wheelhouse(tmp_path))
 
 
 def test_written_context_is_a_tar_of_the_members_with_fixed_owner_and_time(tmp_path):
-    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
+    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path))
     out = io.BytesIO()
     image.write_context(members, out)
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         infos = tar.getmembers()
         assert [i.name for i in infos] == [name for name, _ in members]
         assert {(i.uid, i.gid, i.mtime) for i in infos} == {(0, 0, 0)}
-        assert tar.extractfile("model/model.skops").read() == b"PK model bytes"
+        assert tar.extractfile("wheels/flask-3.1.0-py3-none-any.whl").read() == b"wheel"
 
 
 def test_streamed_context_equals_written_context(tmp_path):
-    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
+    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path))
     expected = io.BytesIO()
     image.write_context(members, expected)
-    reader, thread, errors = image.stream_context(members)
+    reader, thread, errors = image.stream_tar(lambda out: image.write_context(members, out))
     data = reader.read()
     thread.join()
     assert not errors and data == expected.getvalue()
-
-
-def test_linked_context_holds_the_same_files(tmp_path):
-    members = image.context_members(source_tree(tmp_path), wheelhouse(tmp_path), model_inputs(tmp_path))
-    dest = image.link_context(members, tmp_path / "ctx")
-    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == [n for n, _ in members]
 
 
 SUCCESS_STREAM = [
@@ -202,11 +223,14 @@ def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
 
 def test_build_summary_names_the_image_and_the_layers_rebuilt():
     built = image.BuiltImage(
-        image_id="sha256:" + "c" * 64, tag="127.0.0.1:5000/aiship-app:abc-m-v2", labels={}, git_sha="a" * 40,
+        image_id="sha256:" + "c" * 64, tag="127.0.0.1:5000/aiship-app:abc-m-v2", labels={},
+        code_tag="127.0.0.1:5000/aiship-app:code-abc", config=b"{}",
+        model_layer=ModelLayer(Path("/w/layer.tar"), "sha256:" + "e" * 64, 2_500_000), git_sha="a" * 40,
         model_name="m", model_version=2, model_sha256="d" * 64, size_bytes=427_600_000, seconds=2.5,
-        steps_cached=9, steps_run=("Step 12/13 : COPY --chown=app model/ /srv/model/", "Step 13/13 : LABEL x=y"),
+        steps_cached=9, steps_run=("Step 11/12 : COPY app/ /srv/app/", "Step 12/12 : ENV AISHIP_APP_GIT_SHA=a"),
     )
     lines = list(image.iter_summary(built))
     assert lines[:4] == ["### Image build `127.0.0.1:5000/aiship-app:abc-m-v2`", "", "| | |", "|---|---|"]
-    assert "| layers rebuilt | `COPY --chown=app model/ /srv/model/` |" in lines
-    assert "| size | 427.6 MB |" in lines and "| steps reused (cache) / run | 9 / 2 |" in lines
+    assert "| code layers rebuilt | `COPY app/ /srv/app/` |" in lines
+    assert f"| model layer | `sha256:{'e' * 64}`, 2.5 MB, uncompressed |" in lines
+    assert "| size | 427.6 MB |" in lines and "| code image steps reused (cache) / run | 9 / 2 |" in lines
