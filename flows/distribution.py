@@ -43,13 +43,15 @@ class RegistryAPI:
     Use it as a context manager; the password is unwrapped from the block only in here.
     """
 
-    def __init__(self, repository: str, credentials: Any, timeout: float = 60.0) -> None:
+    def __init__(self, repository: str, credentials: Any, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         host, _, self.name = repository.partition("/")
         self.repository = repository
         self.base = f"https://{host}/v2/{self.name}"
         self._user, self._secret = credentials.username, credentials.password.get_secret_value()
         self._tokens: dict[str, str] = {}
-        self._http = httpx.Client(verify=ca_bundle(host), timeout=timeout, follow_redirects=True)
+        verify = ca_bundle(host) if transport is None else True
+        self._http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=True, transport=transport)
 
     def __enter__(self) -> RegistryAPI:
         return self
