@@ -94,14 +94,16 @@ def main() -> None:
         figures[f"{label} MB sent"] = round(pushed.bytes_pushed / 1e6, 3)
 
     # A large model-only change, both ways, each round with new random bytes.
-    aiship_s, classic_s, aiship_build, classic_build = [], [], [], []
+    aiship_s, classic_s, aiship_build, classic_build, parts = [], [], [], [], {}
     for n in range(args.rounds):
         big = big_model(work / f"big-{n}", args.model_mib)
         t = time.monotonic()
         built = build(src, big, sha)
         aiship_build.append(time.monotonic() - t)
-        push_built(client, built, creds)
+        pushed = push_built(client, built, creds)
         aiship_s.append(time.monotonic() - t)
+        for part, seconds in (*built.timings, ("push", pushed.seconds)):
+            parts.setdefault(part, []).append(seconds)
         classic = big_model(work / f"classic-{n}", args.model_mib)
         members = [*context_members(src, wheels.path), ("model/manifest.json", classic.manifest_file),
                    ("model/model.skops", classic.model_file)]
@@ -115,6 +117,8 @@ def main() -> None:
     mib = args.model_mib
     figures[f"{mib} MiB model-only, aiship: build s (median)"] = round(statistics.median(aiship_build), 2)
     figures[f"{mib} MiB model-only, aiship: build + push s (median)"] = round(statistics.median(aiship_s), 2)
+    for part, seconds in parts.items():
+        figures[f"{mib} MiB model-only, aiship: {part} s (median)"] = round(statistics.median(seconds), 2)
     figures[f"{mib} MiB model-only, classic (COPY in dockerd): build s (median)"] = round(statistics.median(classic_build), 2)
     figures[f"{mib} MiB model-only, classic: build + docker push s (median)"] = round(statistics.median(classic_s), 2)
     for image in client.images.list(name=f"{settings.registry_host}/{repo_name}"):

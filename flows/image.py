@@ -91,6 +91,8 @@ class BuiltImage:
     steps_cached: int
     steps_run: tuple[str, ...]
     build_log_tail: tuple[str, ...] = field(default=(), repr=False)
+    # (part, seconds): the code image (dockerd), the model layer (written and hashed), docker load
+    timings: tuple[tuple[str, float], ...] = ()
 
 
 # ---------------------------------------------------------------- pure parts: tag and labels
@@ -352,22 +354,33 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
         tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`image_tag`).
         nocache: rebuild the code image without dockerd's layer cache.
     """
-    started = time.monotonic()
+    started = clock = time.monotonic()
+    timings = []
+
+    def lap(part: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings.append((part, round(now - clock, 3)))
+        clock = now
+
     labels = image_labels(git_sha, committed_at, repo_url, model)
     members = context_members(source_dir, wheels_dir)
     code = code_tag(tag, git_sha)
     progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha},
                          nocache=nocache, target=CODE_STAGE)
+    lap("code image")
     layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
+    lap("model layer")
     config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
     image_id = load_image(client, config, tag, layer)
+    lap("docker load")
     size = int(client.api.inspect_image(image_id).get("Size", 0))
     return BuiltImage(
         image_id=image_id, tag=tag, labels=labels, code_tag=code, model_layer=layer, config=config,
         git_sha=git_sha, model_name=model.name, model_version=model.version, model_sha256=model.sha256,
         size_bytes=size, seconds=round(time.monotonic() - started, 3),
         steps_cached=progress.cached, steps_run=tuple(progress.run_steps),
-        build_log_tail=tuple(progress.tail[-10:]),
+        build_log_tail=tuple(progress.tail[-10:]), timings=tuple(timings),
     )
 
 
@@ -402,7 +415,8 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
         ("size", f"{built.size_bytes / 1e6:.1f} MB"),
         ("code image steps reused (cache) / run", f"{built.steps_cached} / {len(built.steps_run)}"),
         ("code layers rebuilt", rebuilt or "none"),
-        ("seconds", f"{built.seconds:.1f}"),
+        ("seconds", f"{built.seconds:.1f}" + (" (" + ", ".join(f"{part} {s:.1f}" for part, s in built.timings) + ")"
+                                               if built.timings else "")),
         ("digest", "after the push: the `image-push` artifact"),
     ])
 

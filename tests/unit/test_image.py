@@ -228,9 +228,11 @@ def test_build_summary_names_the_image_and_the_layers_rebuilt():
         model_layer=ModelLayer(Path("/w/layer.tar"), "sha256:" + "e" * 64, 2_500_000), git_sha="a" * 40,
         model_name="m", model_version=2, model_sha256="d" * 64, size_bytes=427_600_000, seconds=2.5,
         steps_cached=9, steps_run=("Step 11/12 : COPY app/ /srv/app/", "Step 12/12 : ENV AISHIP_APP_GIT_SHA=a"),
+        timings=(("code image", 1.5), ("model layer", 0.3), ("docker load", 0.7)),
     )
     lines = list(image.iter_summary(built))
     assert lines[:4] == ["### Image build `127.0.0.1:5000/aiship-app:abc-m-v2`", "", "| | |", "|---|---|"]
     assert "| code layers rebuilt | `COPY app/ /srv/app/` |" in lines
+    assert "| seconds | 2.5 (code image 1.5, model layer 0.3, docker load 0.7) |" in lines
     assert f"| model layer | `sha256:{'e' * 64}`, 2.5 MB, uncompressed |" in lines
     assert "| size | 427.6 MB |" in lines and "| code image steps reused (cache) / run | 9 / 2 |" in lines
