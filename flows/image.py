@@ -73,13 +73,15 @@ class BuiltImage:
     """An image built locally and tagged, not yet pushed.
 
     `image_id` is the digest of `config`, the config the push writes: the image smoke-tested is the
-    image pushed. `code_tag` names the image dockerd built (everything but the model layer).
+    image pushed. `code_tag` names the image dockerd built (everything but the model layer), and
+    `code_image_id` is that image's id.
     """
 
     image_id: str
     tag: str
     labels: dict[str, str]
     code_tag: str
+    code_image_id: str
     model_layer: ModelLayer
     config: bytes = field(repr=False)
     git_sha: str
@@ -376,7 +378,8 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
     lap("docker load")
     size = int(client.api.inspect_image(image_id).get("Size", 0))
     return BuiltImage(
-        image_id=image_id, tag=tag, labels=labels, code_tag=code, model_layer=layer, config=config,
+        image_id=image_id, tag=tag, labels=labels, code_tag=code, code_image_id=progress.image_id,
+        model_layer=layer, config=config,
         git_sha=git_sha, model_name=model.name, model_version=model.version, model_sha256=model.sha256,
         size_bytes=size, seconds=round(time.monotonic() - started, 3),
         steps_cached=progress.cached, steps_run=tuple(progress.run_steps),

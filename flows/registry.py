@@ -172,10 +172,11 @@ def push_built(client: Any, built: Any, credentials: Any, log: Any = None) -> Pu
             found = registry.manifest(code.digest)
             if found is None:
                 raise ImagePushError(f"the registry lost {code.ref} right after it was pushed; push again")
-            code_layers = json.loads(found[0])["layers"]
-            if len(code_layers) != len(oci.config_diff_ids(built.config)) - 1:
-                raise ImagePushError(f"{code.ref} has {len(code_layers)} layers but {built.tag} was built on "
-                                     f"{len(oci.config_diff_ids(built.config)) - 1}; build again")
+            code_manifest = json.loads(found[0])
+            if code_manifest["config"]["digest"] != built.code_image_id:
+                raise ImagePushError(f"{built.code_tag} now names {code_manifest['config']['digest']}, not the code "
+                                     f"image {built.code_image_id} that {built.tag} was built on; build again")
+            code_layers = code_manifest["layers"]
             with layer.path.open("rb") as f:
                 uploaded = registry.upload_blob(layer.digest, layer.size, f)
             if log is not None:

@@ -224,7 +224,7 @@ def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
 def test_build_summary_names_the_image_and_the_layers_rebuilt():
     built = image.BuiltImage(
         image_id="sha256:" + "c" * 64, tag="127.0.0.1:5000/aiship-app:abc-m-v2", labels={},
-        code_tag="127.0.0.1:5000/aiship-app:code-abc", config=b"{}",
+        code_tag="127.0.0.1:5000/aiship-app:code-abc", code_image_id="sha256:" + "f" * 64, config=b"{}",
         model_layer=ModelLayer(Path("/w/layer.tar"), "sha256:" + "e" * 64, 2_500_000), git_sha="a" * 40,
         model_name="m", model_version=2, model_sha256="d" * 64, size_bytes=427_600_000, seconds=2.5,
         steps_cached=9, steps_run=("Step 11/12 : COPY app/ /srv/app/", "Step 12/12 : ENV AISHIP_APP_GIT_SHA=a"),
