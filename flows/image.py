@@ -319,14 +319,15 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> str:
 
     image_id = oci.digest_of(config)
     repo, _, name = tag.rpartition(":")
+    said: list[str] = []
     try:
         client.api.inspect_image(image_id)
     except docker.errors.ImageNotFound:
         reader, writer, writer_errors = stream_tar(lambda out: oci.write_docker_archive(config, tag, layer, out))
         try:
             for chunk in client.api.load_image(reader) or ():
-                if isinstance(chunk, dict) and ("error" in chunk or "errorDetail" in chunk):
-                    raise ImageBuildError(f"docker load of {tag} failed: {chunk.get('error') or chunk['errorDetail']}")
+                said.append(str((chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
+                                or chunk.get("message") or chunk.get("stream") or chunk).strip())
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"docker load of {tag} failed: {exc}; is Docker running?") from exc
         finally:
@@ -336,10 +337,14 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> str:
             raise ImageBuildError(f"writing the image archive of {tag} failed: {writer_errors[0]}") from writer_errors[0]
     else:
         client.api.tag(image_id, repo, name, force=True)
-    loaded = client.api.inspect_image(tag)["Id"]
+    try:
+        loaded = client.api.inspect_image(tag)["Id"]
+    except docker.errors.ImageNotFound:
+        raise ImageBuildError(f"docker load of {tag} did not give the image; dockerd said: {' | '.join(said)[-500:]}; "
+                              "check that the code image it stands on is still there and build again") from None
     if loaded != image_id:
         raise ImageBuildError(f"dockerd holds {tag} as {loaded}, not as the config digest {image_id}; "
-                              "remove the tag (`docker rmi`) and build again")
+                              f"dockerd said: {' | '.join(said)[-500:]}; remove the tag (`docker rmi`) and build again")
     return image_id
 
 

@@ -161,10 +161,27 @@ def image_config(code_image: dict[str, Any], labels: dict[str, str], created: st
     })
 
 
+# Docker's layer media types and their OCI names; OCI's own pass through unchanged.
+_OCI_LAYER_TYPES = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": GZIP_LAYER_TYPE,
+    "application/vnd.docker.image.rootfs.diff.tar": LAYER_TYPE,
+}
+
+
+def oci_layer_type(media_type: str) -> str:
+    """The OCI media type of a layer the registry lists; ValueError for one aiship cannot restate."""
+    if media_type.startswith("application/vnd.oci.image.layer.v1.tar"):
+        return media_type
+    if media_type in _OCI_LAYER_TYPES:
+        return _OCI_LAYER_TYPES[media_type]
+    raise ValueError(f"layer media type {media_type!r} of the code image has no OCI equivalent here; "
+                     "build the code image from a Linux base with ordinary layers")
+
+
 def image_manifest(config: bytes, code_layers: Sequence[dict[str, Any]], layer: ModelLayer) -> bytes:
     """The OCI manifest: the code image's layers as the registry holds them, then the model layer."""
-    layers = [{"mediaType": GZIP_LAYER_TYPE if "gzip" in str(d.get("mediaType", "gzip")) else LAYER_TYPE,
-               "digest": d["digest"], "size": int(d["size"])} for d in code_layers]
+    layers = [{"mediaType": oci_layer_type(d["mediaType"]), "digest": d["digest"], "size": int(d["size"])}
+              for d in code_layers]
     layers.append({"mediaType": LAYER_TYPE, "digest": layer.digest, "size": layer.size})
     return canonical_json({
         "schemaVersion": 2,

@@ -236,3 +236,33 @@ def test_build_summary_names_the_image_and_the_layers_rebuilt():
     assert "| seconds | 2.5 (code image 1.5, model layer 0.3, docker load 0.7) |" in lines
     assert f"| model layer | `sha256:{'e' * 64}`, 2.5 MB, uncompressed |" in lines
     assert "| size | 427.6 MB |" in lines and "| code image steps reused (cache) / run | 9 / 2 |" in lines
+
+
+class RefusingDockerd:
+    """A dockerd whose `docker load` answers with a message instead of an image."""
+
+    def __init__(self) -> None:
+        self.api, self.loaded = self, b""
+
+    def inspect_image(self, ref: str) -> dict:
+        import docker.errors
+
+        raise docker.errors.ImageNotFound(f"No such image: {ref}")
+
+    def load_image(self, data):
+        self.loaded = data.read()
+        yield {"message": "layer does not exist: sha256:abc"}
+
+
+def test_load_that_gives_no_image_raises_with_what_dockerd_said(tmp_path):
+    from flows import oci
+
+    model = model_inputs(tmp_path)
+    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
+    code_image = {"Architecture": "amd64", "Os": "linux", "Config": {}, "RootFS": {"Layers": ["sha256:" + "a" * 64]}}
+    config = oci.image_config(code_image, {}, "2024-05-01T12:00:00Z", layer)
+    dockerd = RefusingDockerd()
+    with pytest.raises(ImageBuildError, match="did not give the image; dockerd said: layer does not exist"):
+        image.load_image(dockerd, config, "r/app:t", layer)
+    with tarfile.open(fileobj=io.BytesIO(dockerd.loaded)) as tar:  # the whole archive reached dockerd
+        assert f"{layer.digest[7:]}/layer.tar" in tar.getnames()

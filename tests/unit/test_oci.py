@@ -126,3 +126,18 @@ def test_docker_archive_holds_config_index_and_only_the_model_layer(tmp_path):
         index = json.loads(tar.extractfile("manifest.json").read())
     assert index == [{"Config": config_name, "RepoTags": ["r/app:t"],
                       "Layers": [f"{'a' * 64}/layer.tar", f"{'b' * 64}/layer.tar", model_name]}]
+
+
+@pytest.mark.parametrize("given, oci_type", [
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", oci.GZIP_LAYER_TYPE),
+    ("application/vnd.docker.image.rootfs.diff.tar", oci.LAYER_TYPE),
+    ("application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ("application/vnd.oci.image.layer.v1.tar", oci.LAYER_TYPE),
+])
+def test_code_layer_types_are_restated_in_oci_terms(given, oci_type):
+    assert oci.oci_layer_type(given) == oci_type
+
+
+def test_a_foreign_layer_is_refused_by_name():
+    with pytest.raises(ValueError, match="foreign.*no OCI equivalent"):
+        oci.oci_layer_type("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip")
