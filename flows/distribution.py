@@ -50,6 +50,7 @@ class RegistryAPI:
         self.base = f"https://{host}/v2/{self.name}"
         self._user, self._secret = credentials.username, credentials.password.get_secret_value()
         self._tokens: dict[str, str] = {}
+        self._last_token = ""
         verify = ca_bundle(host) if transport is None else True
         self._http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=True, transport=transport)
 
@@ -75,14 +76,22 @@ class RegistryAPI:
         return self._tokens[key]
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """`method url` with Basic authentication, then once more with a token if the registry asks."""
-        response = self._http.request(method, url, auth=(self._user, self._secret), **kwargs)
+        """`method url`, authenticated; once more with a new token if the registry challenges it.
+
+        After a first Bearer challenge the last token goes with every request, so that a large
+        upload is not first sent with Basic credentials only to be refused.
+        """
+        headers = kwargs.pop("headers", {})
+        auth = {"headers": {**headers, "Authorization": f"Bearer {self._last_token}"}} if self._last_token \
+            else {"headers": headers, "auth": (self._user, self._secret)}
+        response = self._http.request(method, url, **auth, **kwargs)
         challenge = response.headers.get("www-authenticate", "")
         if response.status_code == 401 and challenge.lower().startswith("bearer"):
-            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self._token(challenge)}"}
+            self._last_token = self._token(challenge)
             if hasattr(kwargs.get("content"), "seek"):
                 kwargs["content"].seek(0)
-            response = self._http.request(method, url, headers=headers, **kwargs)
+            response = self._http.request(method, url, headers={**headers, "Authorization": f"Bearer {self._last_token}"},
+                                          **kwargs)
         return response
 
     # ------------------------------------------------------------ manifests and blobs

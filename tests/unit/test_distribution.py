@@ -50,7 +50,7 @@ def test_bearer_challenge_is_answered_with_a_token_for_its_scope_and_the_token_i
     assert seen[-1] == ("GET", "/v2/app/manifests/v2", "Bearer tok")
 
 
-def test_upload_streams_the_file_with_its_length_to_the_location_given_and_rewinds_after_a_challenge():
+def test_upload_streams_the_file_once_with_its_length_to_the_location_given():
     data = b"layer bytes" * 100
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     puts = []
@@ -58,6 +58,8 @@ def test_upload_streams_the_file_with_its_length_to_the_location_given_and_rewin
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "auth.example":
             return httpx.Response(200, json={"token": "tok"})
+        if request.headers["authorization"] != "Bearer tok":
+            return httpx.Response(401, headers={"www-authenticate": CHALLENGE})
         if request.method == "HEAD":
             return httpx.Response(404)
         if request.method == "POST":
@@ -66,14 +68,35 @@ def test_upload_streams_the_file_with_its_length_to_the_location_given_and_rewin
             body = request.read()
             puts.append((request.url.params.get("_state"), request.url.params.get("digest"),
                          request.headers["content-length"], body))
-            if request.headers["authorization"] != "Bearer tok":
-                return httpx.Response(401, headers={"www-authenticate": CHALLENGE})
             return httpx.Response(201, headers={"docker-content-digest": digest})
         raise AssertionError(request)
 
     with api(handler) as registry:
         assert registry.upload_blob(digest, len(data), io.BytesIO(data)) is True
-    assert puts[-1] == ("abc", digest, str(len(data)), data)  # the retry after the challenge sent it all again
+    # The HEAD's challenge gave a token, so the one PUT carries it: the bytes go once.
+    assert puts == [("abc", digest, str(len(data)), data)]
+
+
+def test_a_challenged_upload_is_sent_again_from_the_start():
+    data = b"layer bytes" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return httpx.Response(200, json={"token": f"tok-{request.url.params['scope']}"})
+        if request.method == "PUT":
+            bodies.append(request.read())
+            if request.headers["authorization"] != "Bearer tok-repository:app:push":  # the token in hand is for pull
+                return httpx.Response(401, headers={"www-authenticate": CHALLENGE.replace("pull,push", "push")})
+            return httpx.Response(201, headers={"docker-content-digest": digest})
+        if request.headers.get("authorization", "").startswith("Bearer"):
+            return httpx.Response(404 if request.method == "HEAD" else 202, headers={"location": "/v2/app/blobs/uploads/u1"})
+        return httpx.Response(401, headers={"www-authenticate": CHALLENGE.replace("pull,push", "pull")})
+
+    with api(handler) as registry:
+        assert registry.upload_blob(digest, len(data), io.BytesIO(data)) is True
+    assert bodies == [data, data]  # rewound after the challenge, not sent from where the first PUT stopped
 
 
 def test_a_blob_the_registry_has_is_not_sent():
