@@ -467,7 +467,7 @@ def build_image(source: Any, model: Any, settings: Any) -> BuiltImage:
     client = docker_client()
     try:
         built = build_app_image(client, source.path, source.sha, source.committed_at, source.repo_url,
-                                wheels.path, inputs, tag, settings.base_image)
+                                wheels.path, inputs, tag, settings.base_image, nocache=settings.build_nocache)
     finally:
         client.close()
     create_markdown_artifact(key="build-summary", markdown="\n".join(iter_summary(built)),

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
     base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
+    build_nocache: bool = Field(default=False, description="Build the code image without dockerd's layer cache (every Dockerfile step runs again).")
     environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")
     rollout_progress_deadline_seconds: int = Field(default=90, ge=10, description="The Deployment's progressDeadlineSeconds: a rollout making no progress that long is rolled back.")
     rollout_min_ready_seconds: int = Field(default=30, ge=0, description="The Deployment's minReadySeconds: how long a new pod must stay ready before an old one leaves (above 30 to catch an app that crashes 30 s after start).")
