@@ -271,6 +271,6 @@ def iter_push_summary(pushed: PushedImage) -> Iterator[str]:
         ("reference", f"`{pushed.ref}`"),
         ("digest", f"`{pushed.digest}`"),
         ("layers uploaded / already there", f"{len(pushed.layers_pushed)} / {len(pushed.layers_existing)}"),
-        ("bytes uploaded", f"{pushed.bytes_pushed:,}"),
+        ("bytes uploaded (layer sizes, uncompressed)", f"{pushed.bytes_pushed:,}"),
         ("seconds", f"{pushed.seconds:.1f}"),
     ])

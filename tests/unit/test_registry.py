@@ -127,4 +127,4 @@ def test_push_summary_names_the_digest_and_what_was_uploaded():
     lines = list(iter_push_summary(pushed))
     assert f"| digest | `{digest}` |" in lines
     assert "| layers uploaded / already there | 1 / 2 |" in lines
-    assert "| bytes uploaded | 42,348 |" in lines
+    assert "| bytes uploaded (layer sizes, uncompressed) | 42,348 |" in lines
