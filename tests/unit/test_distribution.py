@@ -23,6 +23,8 @@ class Credentials:
 
 
 BASIC = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+BLOB = b"layer bytes" * 100
+BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 CHALLENGE = 'Bearer realm="https://auth.example/oauth2/token",service="acr.example",scope="repository:app:pull,push"'
 
 
@@ -51,8 +53,6 @@ def test_bearer_challenge_is_answered_with_a_token_for_its_scope_and_the_token_i
 
 
 def test_upload_streams_the_file_once_with_its_length_to_the_location_given():
-    data = b"layer bytes" * 100
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
     puts = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -68,18 +68,16 @@ def test_upload_streams_the_file_once_with_its_length_to_the_location_given():
             body = request.read()
             puts.append((request.url.params.get("_state"), request.url.params.get("digest"),
                          request.headers["content-length"], body))
-            return httpx.Response(201, headers={"docker-content-digest": digest})
+            return httpx.Response(201, headers={"docker-content-digest": BLOB_DIGEST})
         raise AssertionError(request)
 
     with api(handler) as registry:
-        assert registry.upload_blob(digest, len(data), io.BytesIO(data)) is True
+        assert registry.upload_blob(BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB)) is True
     # The HEAD's challenge gave a token, so the one PUT carries it: the bytes go once.
-    assert puts == [("abc", digest, str(len(data)), data)]
+    assert puts == [("abc", BLOB_DIGEST, str(len(BLOB)), BLOB)]
 
 
 def test_a_challenged_upload_is_sent_again_from_the_start():
-    data = b"layer bytes" * 100
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
     bodies = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -89,14 +87,14 @@ def test_a_challenged_upload_is_sent_again_from_the_start():
             bodies.append(request.read())
             if request.headers["authorization"] != "Bearer tok-repository:app:push":  # the token in hand is for pull
                 return httpx.Response(401, headers={"www-authenticate": CHALLENGE.replace("pull,push", "push")})
-            return httpx.Response(201, headers={"docker-content-digest": digest})
+            return httpx.Response(201, headers={"docker-content-digest": BLOB_DIGEST})
         if request.headers.get("authorization", "").startswith("Bearer"):
             return httpx.Response(404 if request.method == "HEAD" else 202, headers={"location": "/v2/app/blobs/uploads/u1"})
         return httpx.Response(401, headers={"www-authenticate": CHALLENGE.replace("pull,push", "pull")})
 
     with api(handler) as registry:
-        assert registry.upload_blob(digest, len(data), io.BytesIO(data)) is True
-    assert bodies == [data, data]  # rewound after the challenge, not sent from where the first PUT stopped
+        assert registry.upload_blob(BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB)) is True
+    assert bodies == [BLOB, BLOB]  # rewound after the challenge, not sent from where the first PUT stopped
 
 
 def test_a_blob_the_registry_has_is_not_sent():
