@@ -310,8 +310,9 @@ def _failure_message(tag: str, progress: BuildProgress, base_image: str) -> str:
             f"{progress.error or 'the daemon reported no image id'}; {hint}\n--- last build output ---\n{output}")
 
 
-def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> str:
-    """Makes dockerd hold the image `config` describes, tagged `tag`; returns its id (the config digest).
+def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[str, Any]:
+    """Makes dockerd hold the image `config` describes, tagged `tag`; returns dockerd's inspect of it,
+    whose `Id` is the config digest.
 
     When dockerd has it already (same code image, model and labels) it is only tagged again.
     """
@@ -338,14 +339,14 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> str:
     else:
         client.api.tag(image_id, repo, name, force=True)
     try:
-        loaded = client.api.inspect_image(tag)["Id"]
+        loaded = client.api.inspect_image(tag)
     except docker.errors.ImageNotFound:
         raise ImageBuildError(f"docker load of {tag} did not give the image; dockerd said: {' | '.join(said)[-500:]}; "
                               "check that the code image it stands on is still there and build again") from None
-    if loaded != image_id:
-        raise ImageBuildError(f"dockerd holds {tag} as {loaded}, not as the config digest {image_id}; "
+    if loaded["Id"] != image_id:
+        raise ImageBuildError(f"dockerd holds {tag} as {loaded['Id']}, not as the config digest {image_id}; "
                               f"dockerd said: {' | '.join(said)[-500:]}; remove the tag (`docker rmi`) and build again")
-    return image_id
+    return loaded
 
 
 def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
@@ -379,9 +380,9 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
     layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
     lap("model layer")
     config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
-    image_id = load_image(client, config, tag, layer)
+    loaded = load_image(client, config, tag, layer)
     lap("docker load")
-    size = int(client.api.inspect_image(image_id).get("Size", 0))
+    image_id, size = loaded["Id"], int(loaded.get("Size", 0))
     return BuiltImage(
         image_id=image_id, tag=tag, labels=labels, code_tag=code, code_image_id=progress.image_id,
         model_layer=layer, config=config,

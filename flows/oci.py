@@ -76,18 +76,32 @@ def _file_entry(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def _write_header(out: BinaryIO, name: str, size: int) -> None:
+    out.write(_file_entry(name, size).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+
+
+def _write_padding(out: BinaryIO, size: int) -> None:
+    out.write(tarfile.NUL * (-size % tarfile.BLOCKSIZE))
+
+
 def _write_entry(out: BinaryIO, name: str, path: Path) -> None:
     """One tar entry: the header, the file's bytes in 1 MiB reads, the padding to a 512-byte block."""
     with path.open("rb") as f:
-        info = _file_entry(name, os.fstat(f.fileno()).st_size)
-        out.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        size = os.fstat(f.fileno()).st_size
+        _write_header(out, name, size)
         copied = 0
         while chunk := f.read(_CHUNK):
             out.write(chunk)
             copied += len(chunk)
-    if copied != info.size:
-        raise OSError(f"{path} changed size while it was read ({info.size} then {copied} bytes)")
-    out.write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+    if copied != size:
+        raise OSError(f"{path} changed size while it was read ({size} then {copied} bytes)")
+    _write_padding(out, size)
+
+
+def _write_data_entry(out: BinaryIO, name: str, data: bytes) -> None:
+    _write_header(out, name, len(data))
+    out.write(data)
+    _write_padding(out, len(data))
 
 
 def write_model_layer_to(files: Sequence[tuple[str, Path]], out: BinaryIO) -> tuple[str, int]:
@@ -208,8 +222,7 @@ def write_docker_archive(config: bytes, tag: str, layer: ModelLayer, out: Binary
     config_name = digest_of(config).removeprefix("sha256:") + ".json"
     layer_names = [f"{h}/layer.tar" for h in hex_of]
     index = canonical_json([{"Config": config_name, "RepoTags": [tag], "Layers": layer_names}])
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK) as tar:
-        for name, data in ((config_name, config), ("manifest.json", index)):
-            tar.addfile(_file_entry(name, len(data)), io.BytesIO(data))
-        with layer.path.open("rb") as f:
-            tar.addfile(_file_entry(layer_names[-1], layer.size), f)
+    _write_data_entry(out, config_name, config)
+    _write_data_entry(out, "manifest.json", index)
+    _write_entry(out, layer_names[-1], layer.path)  # written by hand, as the layer is: tarfile's stream is slow
+    out.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))  # the end-of-archive marker

@@ -188,10 +188,10 @@ def push_built(client: Any, built: Any, credentials: Any, log: Any = None) -> Pu
         raise push_error(repo, tag, f"{type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise ImagePushError(f"reading the model layer {layer.path} failed: {exc}; build the image again") from exc
-    model = ((layer.short_id,), ()) if uploaded else ((), (layer.short_id,))
+    pushed, existing = ((layer.short_id,), ()) if uploaded else ((), (layer.short_id,))
     return PushedImage(
         ref=f"{repo}@{digest}", digest=digest, tag=tag,
-        layers_pushed=code.layers_pushed + model[0], layers_existing=code.layers_existing + model[1],
+        layers_pushed=code.layers_pushed + pushed, layers_existing=code.layers_existing + existing,
         bytes_pushed=code.bytes_pushed + (layer.size if uploaded else 0),
         seconds=round(time.monotonic() - started, 3),
     )
