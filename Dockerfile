@@ -16,20 +16,18 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
         --disable-pip-version-check -r /wheels/requirements.txt
 
-# ---- the app image without its model: what aiship builds with dockerd
-FROM ${BASE_IMAGE} AS code
+# ---- what the served app and its tests share: user, folders, environment, how it starts
+FROM ${BASE_IMAGE} AS runtime
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN echo 'app:x:10001:10001:aiship app:/srv:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'app:x:10001:' >> /etc/group \
  && mkdir -p /srv /opt/model /tmp/metrics \
  && chown 10001:10001 /tmp/metrics
-COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
     AISHIP_APP_MODEL_DIR=/opt/model
 WORKDIR /srv
 EXPOSE 8080
@@ -39,11 +37,29 @@ USER 10001:10001
 # app/gunicorn.conf.py names the WSGI app (app:create_app()), the bind address and the workers.
 CMD ["gunicorn", "--config", "app/gunicorn.conf.py"]
 
-# ---- app code: changes with every commit
-COPY app/ /srv/app/
+# ---- the app image without its model: what aiship builds with dockerd (aiship.toml's code_stage)
+FROM runtime AS code
+# gunicorn's workers share their metrics through this folder (app/metrics.py); the tests run without.
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+COPY --from=deps /opt/venv /opt/venv
+# ---- app code: changes with every commit (its modules only: app/tests stays out of this image)
+COPY app/*.py /srv/app/
 # Declared after the code so that a new SHA never invalidates the dependency layers above.
 ARG GIT_SHA=unknown
 ENV AISHIP_APP_GIT_SHA=${GIT_SHA}
+
+# ---- the app's tests (aiship.toml's [tests] stage), which aiship runs sandboxed (no network, no
+# credentials, read-only, not root) before it builds anything to deliver. The test dependencies
+# get a venv of their own, so they never reach the `code` image, and this stage adds only the
+# code on top of cached layers.
+FROM deps AS test-deps
+RUN /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
+        --disable-pip-version-check -r /wheels/requirements.txt -r /wheels/requirements-test.txt
+
+FROM runtime AS test
+COPY --from=test-deps /opt/venv /opt/venv
+COPY app/ /srv/app/
+CMD ["python", "-m", "pytest", "app/tests", "-q", "-p", "no:cacheprovider"]
 
 # ---- the model, last: a model-only change rebuilds this one layer (labels are metadata only).
 # aiship writes this layer itself (model.skops and manifest.json in /opt/model, root-owned, 0644).

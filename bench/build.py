@@ -27,6 +27,7 @@ from pathlib import Path
 
 import docker
 
+from flows.app_config import read_app_config
 from flows.image import ModelInputs, build_app_image, context_members, image_tag, layer_diff_ids, run_build
 from flows.model_store import LocalModelStore
 from flows.registry import load_credentials, push, push_built
@@ -62,7 +63,7 @@ def main() -> None:
     store = LocalModelStore(work / "store")
     fetched = [store.fetch(store.publish(train(work / f"t{s}", seed=s), "bench"), work / f"f{s}") for s in (0, 1)]
     t = time.monotonic()
-    wheels = prepare_wheels(src / "app" / "requirements.txt", settings.cache_dir)
+    wheels = prepare_wheels([src / r for r in read_app_config(src).build.requirements], settings.cache_dir)
     figures["wheels (cache hit)" if wheels.cache_hit else "wheels download"] = round(time.monotonic() - t, 2)
     now = datetime.now(timezone.utc)
 

@@ -1,37 +1,31 @@
-"""Stage 0: check out the app at a git ref and run its own test suite there (the CI half of CI/CD)."""
+"""Stage 0: check out the app at a git ref and run its own tests, sandboxed in its own test image.
+
+The tests are the app's code, so they are untrusted: they run in a container of the app's
+Dockerfile test stage (its dependencies, not aiship's) under `flows.sandbox`, and only their
+JUnit report comes back.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
+import shutil
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.errors import AppTestError, ConfigurationError
+from flows.app_config import JUNIT_PLACEHOLDER, AppConfig
+from flows.errors import AppTestError
+from flows.image import LABEL_REVISION, context_members, run_build
 from flows.retry import retry_condition
+from flows.sandbox import REPORT_DIR, SandboxLimits, SandboxRun, run_sandboxed
 from flows.settings import Settings
+from flows.source import SourceTree
 
-
-@dataclass(frozen=True)
-class SourceTree:
-    """A work tree of the app's repository checked out at one commit."""
-
-    path: Path
-    sha: str
-    committed_at: datetime
-    repo_url: str
-
-    @property
-    def short_sha(self) -> str:
-        """The first 12 hex digits of the commit, as image tags use them."""
-        return self.sha[:12]
+JUNIT_FILE = "junit.xml"
 
 
 @dataclass(frozen=True)
@@ -42,34 +36,27 @@ class AppTestResult:
     passed: int
     failed: tuple[str, ...]
     seconds: float
+    image: str = ""  # the test image's id
+    passed_names: tuple[str, ...] = ()
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ConfigurationError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
+@dataclass(frozen=True)
+class TestImage:
+    """The app's test stage built at one commit (local only, never pushed)."""
+
+    __test__ = False  # not a pytest class
+
+    tag: str
+    image_id: str
+    git_sha: str
+    seconds: float
+    steps_cached: int
 
 
-def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> SourceTree:
-    """Clones `repo_url` into a temporary work tree and checks out `git_ref` (branch, tag or SHA)."""
-    root = Path(tempfile.mkdtemp(prefix="aiship-src-", dir=workdir))
-    _git("clone", "--quiet", "--no-checkout", repo_url, str(root))
-    for candidate in (f"origin/{git_ref}", git_ref):
-        proc = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
-            cwd=root, capture_output=True, text=True, check=False,
-        )
-        if proc.returncode == 0:
-            sha = proc.stdout.strip()
-            break
-    else:
-        raise ConfigurationError(
-            f"git ref {git_ref!r} not found in {repo_url}; push it there or pass an existing branch, tag or SHA"
-        )
-    _git("checkout", "--quiet", "--detach", sha, cwd=root)
-    committed_at = datetime.fromisoformat(_git("show", "-s", "--format=%cI", sha, cwd=root))
-    return SourceTree(path=root, sha=sha, committed_at=committed_at, repo_url=repo_url)
+def passed_tests(junit_xml: Path) -> tuple[str, ...]:
+    """The `file::test` names of the tests that passed, from a JUnit XML report."""
+    return tuple(f"{case.get('classname', '')}::{case.get('name', '')}" for case in ET.parse(junit_xml).iter("testcase")
+                 if not any(case.find(tag) is not None for tag in ("failure", "error", "skipped")))
 
 
 def failing_tests(junit_xml: Path) -> tuple[int, tuple[str, ...]]:
@@ -85,60 +72,103 @@ def failing_tests(junit_xml: Path) -> tuple[int, tuple[str, ...]]:
     return passed, tuple(failed)
 
 
-def run_app_tests(source: SourceTree, tests_path: str = "app/tests", timeout: float = 600) -> AppTestResult:
-    """Runs the app's test suite in `source`; raises AppTestError naming each failing test."""
-    target = source.path / tests_path
-    if not target.exists():
-        raise AppTestError(
-            f"no app tests at {tests_path} in commit {source.short_sha}; add them or set AISHIP_APP_TESTS_PATH"
-        )
-    report = source.path / ".aiship-junit.xml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["PYTHONPATH"] = str(source.path)
-    started = datetime.now()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", tests_path, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"],
-        cwd=source.path, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
-    seconds = (datetime.now() - started).total_seconds()
-    if not report.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise AppTestError(f"the app's tests at {source.short_sha} did not run (exit {proc.returncode}):\n{tail}")
+def sandbox_command(config: AppConfig) -> list[str]:
+    """The app's test command with the JUnit report path filled in."""
+    junit = f"{REPORT_DIR}/{JUNIT_FILE}"
+    return [arg.replace(JUNIT_PLACEHOLDER, junit) for arg in config.tests.command]
+
+
+def judge_run(run: SandboxRun, sha: str, image: str) -> AppTestResult:
+    """The result of a sandboxed test run; raises AppTestError naming each failing test."""
+    short = sha[:12]
+    report = run.report_dir / JUNIT_FILE
+    tail = "\n".join(run.output.splitlines()[-20:])
+    if run.timed_out:
+        raise AppTestError(f"the app's tests at {short} did not finish within their time limit and were stopped; "
+                           f"make them faster or raise [tests] timeout_seconds in aiship.toml\n{tail}")
+    if not report.is_file():
+        raise AppTestError(f"the app's tests at {short} wrote no JUnit report (exit {run.exit_code}); the [tests] "
+                           f"command must write it where {JUNIT_PLACEHOLDER} says:\n{tail}")
     passed, failed = failing_tests(report)
-    if proc.returncode != 0 or failed:
-        names = ", ".join(failed) or f"pytest exit code {proc.returncode}"
-        raise AppTestError(
-            f"{len(failed)} app test(s) failed at {source.short_sha}: {names}; fix them and push again"
-        )
-    return AppTestResult(sha=source.sha, passed=passed, failed=(), seconds=seconds)
+    if run.exit_code != 0 or failed:
+        names = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "") \
+            if failed else f"exit code {run.exit_code}"
+        raise AppTestError(f"{len(failed)} app test(s) failed at {short}: {names}; fix them and push again\n{tail}")
+    return AppTestResult(sha=sha, passed=passed, failed=(), seconds=run.seconds, image=image,
+                         passed_names=passed_tests(report))
 
 
-@task(name="check-out", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_condition)
-def check_out(git_ref: str, settings: Settings) -> SourceTree:
-    """Checks out the app's repository at `git_ref` into a temporary work tree."""
-    return checkout(settings.git_repository_url, git_ref)
+def run_app_tests(client: Any, test_image: TestImage, config: AppConfig) -> AppTestResult:
+    """Runs the app's tests sandboxed in a container of its test image (`flows.sandbox`)."""
+    limits = SandboxLimits(cpus=config.tests.cpus, memory=config.tests.memory,
+                           timeout_seconds=config.tests.timeout_seconds)
+    run = run_sandboxed(client, test_image.image_id, sandbox_command(config), limits)
+    try:
+        return judge_run(run, test_image.git_sha, test_image.image_id)
+    finally:
+        shutil.rmtree(run.report_dir, ignore_errors=True)
+
+
+def image_tag_for_tests(app_name: str, git_sha: str) -> str:
+    """`aiship-tests/<app>:<gitsha12>`: a local tag, never pushed."""
+    return f"aiship-tests/{app_name}:{git_sha[:12]}"
+
+
+def build_test_image_with(client: Any, source: SourceTree, config: AppConfig, wheels_dir: Path,
+                          base_image: str) -> TestImage:
+    """Builds the Dockerfile's test stage (the app with its test dependencies) with dockerd."""
+    started = time.monotonic()
+    members = context_members(source.path, wheels_dir, config.build.dockerfile,
+                              (config.build.code_stage, config.tests.stage))
+    tag = image_tag_for_tests(config.name, source.sha)
+    progress = run_build(client, members, tag, {LABEL_REVISION: source.sha},
+                         {"BASE_IMAGE": base_image, "GIT_SHA": source.sha}, target=config.tests.stage,
+                         dockerfile=config.build.dockerfile)
+    return TestImage(tag, progress.image_id, source.sha, round(time.monotonic() - started, 2), progress.cached)
+
+
+# Only a lost daemon connection or a timeout is retried; a failing Dockerfile step is an answer.
+@task(name="build-test-image", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_condition)
+def build_test_image(source: SourceTree, config: AppConfig, settings: Settings) -> TestImage:
+    """Builds the app's test image: its Dockerfile's test stage, with its own test dependencies."""
+    from flows.image import docker_client
+    from flows.wheels import prepare_wheels
+
+    wheels = prepare_wheels([source.path / r for r in config.build.requirements], settings.cache_dir)
+    client = docker_client()
+    try:
+        return build_test_image_with(client, source, config, wheels.path, settings.base_image)
+    finally:
+        client.close()
 
 
 def tests_cache_key(context, parameters) -> str:
-    """Passing app tests are remembered per commit: the same SHA is not tested twice."""
-    return f"aiship-app-tests-{parameters['source'].sha}-{parameters['settings'].app_tests_path}"
+    """Passing app tests are remembered per commit and test image: the same pair is not tested twice."""
+    return f"aiship-app-tests-{parameters['test_image'].git_sha}-{parameters['test_image'].image_id}"
 
 
 @task(name="test-app", cache_key_fn=tests_cache_key, persist_result=True)
-def test_app(source: SourceTree, settings: Settings) -> AppTestResult:
-    """Runs the app's own tests at the checked-out commit; a failure stops the delivery.
+def test_app(test_image: TestImage, config: AppConfig) -> AppTestResult:
+    """Runs the app's own tests, sandboxed in its test image; a failure stops the delivery.
 
     Args:
-        source: the checked-out work tree.
-        settings: aiship's settings (the tests' path).
+        test_image: the Dockerfile's test stage built at the delivered commit.
+        config: the app's aiship.toml (test command, time, CPU and memory limits).
 
     Returns:
         How many tests passed and how long they took.
     """
-    result = run_app_tests(source, settings.app_tests_path)
+    from flows.image import docker_client
+
+    client = docker_client()
+    try:
+        result = run_app_tests(client, test_image, config)
+    finally:
+        client.close()
     create_markdown_artifact(
-        key="app-tests",
-        markdown=f"**App tests** at `{source.short_sha}`: {result.passed} passed in {result.seconds:.1f} s",
+        key=f"app-tests-{config.name}",
+        markdown=f"**App tests** of {config.name} at `{test_image.git_sha[:12]}`: {result.passed} passed in "
+                 f"{result.seconds:.1f} s, sandboxed in `{test_image.tag}` (no network, no credentials, read-only, not root)",
         description="The app's own test suite at the delivered commit",
     )
     return result

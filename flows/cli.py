@@ -95,13 +95,18 @@ def model_publish(
     name: Annotated[str, typer.Option("--name", help="Model name: lowercase letters, digits, '-'.")],
     store: StoreOpt = None,
     event: Annotated[bool, typer.Option("--event/--no-event", help="Emit aiship.model.registered (which starts deliver-model).")] = True,
+    app_config: Annotated[Path | None, typer.Option("--app-config", exists=True, dir_okay=False, help="The serving app's aiship.toml, whose [model] types the model must keep to (default: the registered app's, at main of its repository).")] = None,
 ) -> None:
     """Publish PATH as the next version of NAME, then emit aiship.model.registered."""
     from flows import events
+    from flows.app_config import parse_app_config
+    from flows.apps import config_at
     from flows.model_store import get_store
 
+    settings = Settings()
     try:
-        ref = get_store(Settings(), store).publish(path, name)
+        config = parse_app_config(app_config.read_text(), str(app_config)) if app_config else config_at(settings)
+        ref = get_store(settings, store).publish(path, name, allowed_types=config.model.types, app=f"app {config.name}")
     except AishipError as exc:
         fail(exc)
     typer.echo(f"published {ref.name}:{ref.version} sha256:{ref.sha256} ({ref.size} bytes) at {ref.uri}")

@@ -19,17 +19,20 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment as runtime_deployment
 
 from flows import environments as envs
-from flows.app_tests import SourceTree, check_out, test_app
+from flows.app_config import AppConfig
+from flows.app_tests import build_test_image, test_app
+from flows.apps import read_config
 from flows.environments import ReleaseInfo, ServingVersion
 from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, build_image, image_tag
 from flows.locks import environment_lock
-from flows.model_store.base import ModelRef
+from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
 from flows.registry import PushedImage, find_existing, load_credentials, push_image
 from flows.retry import backoff_delays, retry_condition
 from flows.rollout import roll_out
 from flows.settings import Environment, Settings
 from flows.smoke_test import smoke_test
+from flows.source import SourceTree, check_out
 
 # Deployments started by events: they never replace a newer model version that already serves.
 EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
@@ -96,22 +99,24 @@ def read_serving(environment: Environment, settings: Settings) -> ServingVersion
 
 
 @task(name="find-image", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
-def find_image(source: SourceTree, model: ModelRef, settings: Settings) -> PushedImage | None:
+def find_image(source: SourceTree, config: AppConfig, model: ModelRef, settings: Settings) -> PushedImage | None:
     """The image already in the registry for this (git SHA, model sha256), so it is never built twice."""
-    repo, _, tag = image_tag(settings.registry_host, settings.app_name, source.sha, model.name, model.version).rpartition(":")
+    repo, _, tag = image_tag(settings.registry_host, config.name, source.sha, model.name, model.version).rpartition(":")
     labels = {LABEL_REVISION: source.sha, LABEL_MODEL_SHA256: model.sha256}
     return find_existing(repo, tag, labels, load_credentials(settings.registry_credentials_block))
 
 
-def build_tested_image(source: SourceTree, model: ModelRef, settings: Settings, workdir: Path,
+def build_tested_image(source: SourceTree, config: AppConfig, model: ModelRef, settings: Settings, workdir: Path,
                        clock: StageClock) -> tuple[PushedImage, int]:
     """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
     with clock.stage("fetch"):
         fetched = fetch_model(model, workdir / "model", settings)
+        # The types this commit's loader accepts, checked before anything is built from the model.
+        check_model_file(fetched.path, config.model.types, f"app {config.name} at {source.short_sha}")
     with clock.stage("build"):
-        built = build_image(source, fetched, settings)
+        built = build_image(source, fetched, config, settings)
     with clock.stage("smoke_test"):
-        smoke_test(built, fetched)
+        smoke_test(built, fetched, config)
     with clock.stage("push"):
         return push_image(built, settings), built.size_bytes
 
@@ -125,33 +130,34 @@ def delivery_record(env: Environment, outcome: str, reason: str, source: SourceT
                     pushed.bytes_pushed if pushed else 0, image_bytes, clock.seconds)
 
 
-def skipped(env: Environment, reason: str, source: SourceTree, model: ModelRef, serving: ServingVersion | None,
-            clock: StageClock) -> Delivery:
+def skipped(env: Environment, reason: str, source: SourceTree, config: AppConfig, model: ModelRef,
+            serving: ServingVersion | None, clock: StageClock) -> Delivery:
     """Records and returns a delivery that rolled nothing out, and why."""
     get_run_logger().info("nothing to roll out: %s", reason)
-    create_markdown_artifact(key=f"delivery-{env.name}", markdown=f"**Skipped**: {reason}")
+    create_markdown_artifact(key=f"delivery-{config.name}-{env.name}".lower().replace("_", "-"),
+                             markdown=f"**Skipped**: {reason}")
     return delivery_record(env, "skipped", reason, source, model, serving.image if serving else "", None, 0, clock,
                            envs.address(env))
 
 
-def ship(source: SourceTree, model: ModelRef, env: Environment, settings: Settings, workdir: Path,
+def ship(source: SourceTree, config: AppConfig, model: ModelRef, env: Environment, settings: Settings, workdir: Path,
          clock: StageClock, by_event: bool) -> Delivery:
     """Reuses or builds the tested image, then rolls it out holding the environment's lock."""
     with clock.stage("find_image"):
-        existing = find_image(source, model, settings)
-    pushed, image_bytes = (None, 0) if existing else build_tested_image(source, model, settings, workdir, clock)
+        existing = find_image(source, config, model, settings)
+    pushed, image_bytes = (None, 0) if existing else build_tested_image(source, config, model, settings, workdir, clock)
     image = existing or pushed
     if existing:
         get_run_logger().info("image for %s + %s v%s already in the registry: %s; nothing is built",
                               source.short_sha, model.name, model.version, existing.ref)
-    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256)
+    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256, config.serve)
     waiting_since = time.monotonic()
-    with environment_lock(env.name):
+    with environment_lock(config.name, env.name):
         clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
         # Runs waiting here start in no set order: look again at what serves once it is our turn.
         serving = read_serving(env, settings)
         if reason := skip_reason(serving, source.sha, model, by_event):
-            return skipped(env, reason, source, model, serving, clock)
+            return skipped(env, reason, source, config, model, serving, clock)
         with clock.stage("roll_out"):
             result = roll_out(release, env)
     return delivery_record(env, "delivered", "", source, model, result.ref, pushed, image_bytes, clock, result.address)
@@ -166,14 +172,15 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
     with clock.stage("check_out"):
         source = check_out(git_ref, settings)
     try:
+        config = read_config(source, settings)
         with clock.stage("app_tests"):
-            test_app(source, settings)
+            test_app(build_test_image(source, config, settings), config)
         with clock.stage("resolve"):
             model = resolve_model(model_name, model_version, settings)
             serving = read_serving(env, settings)
         if reason := skip_reason(serving, source.sha, model, by_event):
-            return skipped(env, reason, source, model, serving, clock)
-        return ship(source, model, env, settings, workdir, clock, by_event)
+            return skipped(env, reason, source, config, model, serving, clock)
+        return ship(source, config, model, env, settings, workdir, clock, by_event)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)

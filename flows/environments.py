@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flows.app_config import ServeSection
 from flows.errors import ConfigurationError, PlatformError, RolloutError
 from flows.settings import Environment, Settings
 
@@ -20,6 +21,7 @@ MODEL_NAME = "io.aiship/model-name"
 MODEL_VERSION = "io.aiship/model-version"
 MODEL_SHA256 = "io.aiship/model-sha256"
 DIGEST = "io.aiship/digest"
+SERVE = "io.aiship/serve"  # the app's [serve] facts (port, paths, resources) as JSON: promote and rollback reuse them
 DEPLOYED_AT = "io.aiship/deployed-at"  # on the Deployment only: the pod template stays identical across re-deliveries
 REVISION = "deployment.kubernetes.io/revision"
 # On a ReplicaSet whose rollout failed: the revision that failed (the controller bumps the
@@ -48,6 +50,7 @@ class ReleaseInfo:
     model_name: str
     model_version: int
     model_sha256: str
+    serve: ServeSection = ServeSection()  # how the app is reached, from its aiship.toml at git_sha
 
     def __post_init__(self) -> None:
         require_pinned(self.ref)
@@ -65,12 +68,14 @@ class ReleaseInfo:
             MODEL_VERSION: str(self.model_version),
             MODEL_SHA256: self.model_sha256,
             DIGEST: self.digest,
+            SERVE: self.serve.model_dump_json(),
         }
 
     @classmethod
-    def from_pushed(cls, pushed: Any, git_sha: str, model_name: str, model_version: int, model_sha256: str) -> ReleaseInfo:
+    def from_pushed(cls, pushed: Any, git_sha: str, model_name: str, model_version: int, model_sha256: str,
+                    serve: ServeSection = ServeSection()) -> ReleaseInfo:
         """Builds a release from anything with a `.ref` (flows.registry.PushedImage) and the model's facts."""
-        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256)
+        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256, serve)
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,11 @@ class ServingVersion:
     replicas_ready: int
     replicas_desired: int
     address: str
+    serve: ServeSection = ServeSection()
 
     def release(self) -> ReleaseInfo:
         """This version as a release to roll out again (promote, rollback): same image by digest, nothing rebuilt."""
-        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256)
+        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256, self.serve)
 
 
 def parse_annotations(annotations: dict[str, str] | None, image: str) -> dict[str, Any]:
@@ -108,7 +114,18 @@ def parse_annotations(annotations: dict[str, str] | None, image: str) -> dict[st
         "model_version": int(version) if version.isdigit() else None,
         "model_sha256": ann.get(MODEL_SHA256, ""),
         "deployed_at": ann.get(DEPLOYED_AT, ""),
+        "serve": parse_serve(ann.get(SERVE)),
     }
+
+
+def parse_serve(value: str | None) -> ServeSection:
+    """The [serve] facts a release was rolled out with; a release from before they were recorded gets the defaults."""
+    if not value:
+        return ServeSection()
+    try:
+        return ServeSection.model_validate_json(value)
+    except ValueError as exc:
+        raise RolloutError("BadAnnotation", f"annotation {SERVE} is not valid ({exc}); deliver the app again") from exc
 
 
 def app_image(template: dict[str, Any]) -> str:

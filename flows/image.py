@@ -25,9 +25,13 @@ from typing import Any, BinaryIO
 from prefect import task
 
 from flows import oci
+from flows.app_config import AppConfig
 from flows.errors import ImageBuildError
+from flows.model_store.base import FetchedModel
 from flows.oci import ModelLayer
 from flows.retry import retry_condition
+from flows.settings import Settings
+from flows.source import SourceTree
 
 logger = logging.getLogger("aiship.image")
 
@@ -57,8 +61,8 @@ class ModelInputs:
     manifest_file: Path
 
     @classmethod
-    def from_fetched(cls, fetched: Any) -> ModelInputs:
-        """From a `flows.model_store.FetchedModel` (ref + path + manifest_path)."""
+    def from_fetched(cls, fetched: FetchedModel) -> ModelInputs:
+        """From a fetched, verified model."""
         ref = fetched.ref
         return cls(ref.name, int(ref.version), ref.sha256, Path(fetched.path), Path(fetched.manifest_path))
 
@@ -149,11 +153,22 @@ def image_labels(git_sha: str, committed_at: datetime, repo_url: str, model: Mod
 # ---------------------------------------------------------------- the build context
 
 
-def context_members(source_dir: Path, wheels_dir: Path) -> list[tuple[str, Path]]:
+def inside(root: Path, path: Path) -> bool:
+    """True when `path`, with every link followed, stays inside `root`."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def context_members(source_dir: Path, wheels_dir: Path, dockerfile: str = "Dockerfile",
+                    stages: tuple[str, ...] = (CODE_STAGE,)) -> list[tuple[str, Path]]:
     """(name in the context, file on disk) for every file of the build context, sorted by name.
 
     The source tree is filtered by its `.dockerignore`; `wheels/` is added whole. The model is not
-    in the context: it becomes a layer of its own (`flows.oci`).
+    in the context: it becomes a layer of its own (`flows.oci`). A link that leads out of the
+    repository is refused: the context is the repository's, never the worker's files.
     """
     from docker.utils.build import exclude_paths
 
@@ -162,15 +177,21 @@ def context_members(source_dir: Path, wheels_dir: Path) -> list[tuple[str, Path]
     members: dict[str, Path] = {}
     for rel in exclude_paths(str(source_dir), patterns):
         path = source_dir / rel
+        if not inside(source_dir, path):
+            raise ImageBuildError(f"{rel} in the build context of {source_dir} is a link to {path.resolve()}, outside "
+                                  "the repository; aiship refuses it: commit the file itself, or list it in .dockerignore")
         if path.is_file() and not rel.startswith((f"{WHEELS_DIR}/", f"{MODEL_DIR}/")):
             members[rel] = path
-    if "Dockerfile" not in members:
-        raise ImageBuildError(f"no Dockerfile in {source_dir} (or .dockerignore excludes it); commit one at the repo root")
-    if not has_stage(members["Dockerfile"].read_text(), CODE_STAGE):
-        raise ImageBuildError(
-            f"{source_dir}/Dockerfile has no `FROM … AS {CODE_STAGE}` stage; aiship builds up to that stage "
-            "(base, dependencies, app code) and adds the model layer itself: name the app's last stage "
-            f"`{CODE_STAGE}` (see this repository's Dockerfile)")
+    if dockerfile not in members:
+        raise ImageBuildError(f"no {dockerfile} in {source_dir} (or .dockerignore excludes it); commit one, or name "
+                              "yours in aiship.toml's [build] dockerfile (`aiship init` writes one)")
+    text = members[dockerfile].read_text()
+    for stage in stages:
+        if not has_stage(text, stage):
+            raise ImageBuildError(
+                f"{source_dir}/{dockerfile} has no `FROM … AS {stage}` stage; aiship builds the code stage "
+                "(base, dependencies, app code) and adds the model layer itself, and runs the tests in the test "
+                f"stage: name them as aiship.toml's [build] code_stage and [tests] stage say")
     for wheel in sorted(wheels_dir.iterdir()):
         if wheel.is_file() and not wheel.name.startswith("."):
             members[f"{WHEELS_DIR}/{wheel.name}"] = wheel
@@ -271,7 +292,7 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: dict[str, str],
               buildargs: dict[str, str], timeout: int = 1800, nocache: bool = False,
-              target: str | None = None) -> BuildProgress:
+              target: str | None = None, dockerfile: str = "Dockerfile") -> BuildProgress:
     """Streams the context to dockerd, every line to the run logger; raises ImageBuildError on error."""
     import docker.errors
     import requests.exceptions
@@ -282,7 +303,7 @@ def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: di
     try:
         chunks = client.api.build(fileobj=reader, custom_context=True, tag=tag, labels=labels,
                                   buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout,
-                                  nocache=nocache, target=target)
+                                  nocache=nocache, target=target, dockerfile=dockerfile)
         for chunk in chunks:
             line = progress.feed(chunk)
             if line:
@@ -351,16 +372,18 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
 
 def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
                     wheels_dir: Path, model: ModelInputs, tag: str, base_image: str,
-                    nocache: bool = False) -> BuiltImage:
+                    nocache: bool = False, dockerfile: str = "Dockerfile", code_stage: str = CODE_STAGE,
+                    model_dir: str = oci.MODEL_MOUNT) -> BuiltImage:
     """Builds the code image with dockerd, adds the model layer, and tags the result `tag` in dockerd.
 
     Args:
-        source_dir: the checked-out app (Dockerfile with a `code` stage, `app/`).
+        source_dir: the checked-out app (its Dockerfile with the code stage aiship.toml names).
         committed_at: the commit's time: the image's `created`, so rebuilding gives the same image.
         wheels_dir: the dependencies' wheels, prepared on the host (`flows.wheels`).
         model: the fetched, verified model; its layer is written to `model.layer_path`.
         tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`image_tag`).
         nocache: rebuild the code image without dockerd's layer cache.
+        dockerfile, code_stage, model_dir: from the app's aiship.toml.
     """
     started = clock = time.monotonic()
     timings = []
@@ -372,12 +395,12 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
         clock = now
 
     labels = image_labels(git_sha, committed_at, repo_url, model)
-    members = context_members(source_dir, wheels_dir)
+    members = context_members(source_dir, wheels_dir, dockerfile, (code_stage,))
     code = code_tag(tag, git_sha)
     progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha},
-                         nocache=nocache, target=CODE_STAGE)
+                         nocache=nocache, target=code_stage, dockerfile=dockerfile)
     lap("code image")
-    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
+    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path, model_dir)
     lap("model layer")
     config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
     loaded = load_image(client, config, tag, layer)
@@ -447,13 +470,14 @@ def docker_client() -> Any:
 
 # Only a lost daemon connection or a timeout is retried; a failing Dockerfile step is an answer.
 @task(name="build-image", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_condition)
-def build_image(source: Any, model: Any, settings: Any) -> BuiltImage:
+def build_image(source: SourceTree, model: FetchedModel, config: AppConfig, settings: Settings) -> BuiltImage:
     """Builds the app image for a source tree and a verified model, and publishes a build summary.
 
     Args:
-        source: the checked-out app (`flows.app_tests.SourceTree`).
-        model: the fetched, verified model (`flows.model_store.FetchedModel`).
-        settings: aiship's settings (registry, app name, base image, cache folder).
+        source: the checked-out app.
+        model: the fetched, verified model.
+        config: the app's aiship.toml (Dockerfile, code stage, requirements, model folder).
+        settings: aiship's settings (registry, base image, cache folder).
 
     Returns:
         The built image: id, tag, labels, size, seconds, steps reused vs run.
@@ -463,14 +487,16 @@ def build_image(source: Any, model: Any, settings: Any) -> BuiltImage:
     from flows.wheels import prepare_wheels
 
     inputs = ModelInputs.from_fetched(model)
-    wheels = prepare_wheels(source.path / "app" / "requirements.txt", settings.cache_dir)
-    tag = image_tag(settings.registry_host, settings.app_name, source.sha, inputs.name, inputs.version)
+    wheels = prepare_wheels([source.path / r for r in config.build.requirements], settings.cache_dir)
+    tag = image_tag(settings.registry_host, config.name, source.sha, inputs.name, inputs.version)
     client = docker_client()
     try:
         built = build_app_image(client, source.path, source.sha, source.committed_at, source.repo_url,
-                                wheels.path, inputs, tag, settings.base_image, nocache=settings.build_nocache)
+                                wheels.path, inputs, tag, settings.base_image, nocache=settings.build_nocache,
+                                dockerfile=config.build.dockerfile, code_stage=config.build.code_stage,
+                                model_dir=config.model.dir)
     finally:
         client.close()
-    create_markdown_artifact(key="build-summary", markdown="\n".join(iter_summary(built)),
+    create_markdown_artifact(key=f"build-summary-{config.name}", markdown="\n".join(iter_summary(built)),
                              description="The app image built for this delivery")
     return built

@@ -1,4 +1,7 @@
-"""One change at a time per environment: a Prefect global concurrency limit named after it."""
+"""One change at a time per app and environment: a Prefect global concurrency limit named after both.
+
+Two apps never wait on each other; two changes of one app to one environment never run together.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,14 @@ from prefect.exceptions import ObjectNotFound
 LOCK_PREFIX = "aiship-env-"
 
 
-def lock_name(environment: str) -> str:
-    """The concurrency limit's name for an environment."""
-    return f"{LOCK_PREFIX}{environment}"
+def lock_name(app: str, environment: str) -> str:
+    """The concurrency limit's name for an app in an environment."""
+    return f"{LOCK_PREFIX}{app}-{environment}"
 
 
-def ensure_lock(environment: str) -> str:
-    """Creates the environment's limit (1 slot, active) when missing; returns its name."""
-    name = lock_name(environment)
+def ensure_lock(app: str, environment: str) -> str:
+    """Creates the limit of an app in an environment (1 slot, active) when missing; returns its name."""
+    name = lock_name(app, environment)
     with get_client(sync_client=True) as client:
         try:
             limit = client.read_global_concurrency_limit_by_name(name)
@@ -34,8 +37,8 @@ def ensure_lock(environment: str) -> str:
 
 
 @contextmanager
-def environment_lock(environment: str, timeout_seconds: float | None = 1800) -> Iterator[None]:
-    """Holds the environment's single slot: a second change waits here instead of running alongside."""
-    name = ensure_lock(environment)
+def environment_lock(app: str, environment: str, timeout_seconds: float | None = 1800) -> Iterator[None]:
+    """Holds the single slot of an app in an environment: a second change waits here instead of running alongside."""
+    name = ensure_lock(app, environment)
     with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
         yield

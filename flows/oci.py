@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from flows.errors import ImageBuildError
 
-MODEL_MOUNT = "opt/model"  # where the Dockerfile's AISHIP_APP_MODEL_DIR points, without the leading /
+MODEL_MOUNT = "/opt/model"  # the default of aiship.toml's [model] dir
 LAYER_MTIME = 0  # every entry's time: the model layer must not say when or where it was written
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -120,18 +120,19 @@ def write_model_layer_to(files: Sequence[tuple[str, Path]], out: BinaryIO) -> tu
     return "sha256:" + hashing.sha256.hexdigest(), hashing.size
 
 
-def model_layer_files(model_file: Path, manifest_file: Path) -> list[tuple[str, Path]]:
-    """The model layer's files: the model under its own name and its manifest, in /opt/model."""
-    return [(f"{MODEL_MOUNT}/{model_file.name}", model_file), (f"{MODEL_MOUNT}/manifest.json", manifest_file)]
+def model_layer_files(model_file: Path, manifest_file: Path, model_dir: str = MODEL_MOUNT) -> list[tuple[str, Path]]:
+    """The model layer's files: the model under its own name and its manifest, in `model_dir` of the image."""
+    folder = model_dir.strip("/")
+    return [(f"{folder}/{model_file.name}", model_file), (f"{folder}/manifest.json", manifest_file)]
 
 
-def write_model_layer(model_file: Path, manifest_file: Path, dest: Path) -> ModelLayer:
+def write_model_layer(model_file: Path, manifest_file: Path, dest: Path, model_dir: str = MODEL_MOUNT) -> ModelLayer:
     """Writes the model layer tar to `dest` (through a temporary name, so a half-written file never counts)."""
     partial = dest.with_name(dest.name + ".partial")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as out:
-            digest, size = write_model_layer_to(model_layer_files(model_file, manifest_file), out)
+            digest, size = write_model_layer_to(model_layer_files(model_file, manifest_file, model_dir), out)
         partial.replace(dest)
     except OSError as exc:
         with contextlib.suppress(OSError):

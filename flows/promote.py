@@ -80,7 +80,7 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
         approve=False, reviewer=""), timeout=approval_timeout_seconds)
     create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, answer))
     if answer.approve:
-        with environment_lock(target.name):
+        with environment_lock(settings.app_name, target.name):
             roll_out(release, target)
     else:
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
@@ -121,5 +121,5 @@ def rollback(environment: str = "staging", digest: str | None = None) -> Rollout
         api_client.close()
     target = pick_release(previous, digest, env.name)
     get_run_logger().info("rolling %s back to %s (%s v%s)", env.name, target.digest, target.model_name, target.model_version)
-    with environment_lock(env.name):
+    with environment_lock(settings.app_name, env.name):
         return roll_out(target.release(), env)

@@ -1,6 +1,7 @@
 """Stage 5: roll an image, pinned by digest, out to one environment, and undo it by itself on failure.
 
-The Deployment and Service come from the templates in `deployments/`. Before applying, the pod
+The Deployment and Service come from the templates shipped in the package (`flows/deployments/`,
+the repository's `deployments/`), filled with the app's [serve] facts that travel with the release. Before applying, the pod
 template that serves now is remembered; when the new one fails (progress deadline exceeded, crash
 loop, image pull error, readiness never true) that template is re-applied (the Python client has
 no `rollout undo`) and the rollout ends in a RolloutError saying what failed and what was
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from importlib.resources import files
+
 import jinja2
 import yaml
 from prefect import get_run_logger, task
@@ -26,10 +29,9 @@ from flows import kube
 from flows.environments import ReleaseInfo, app_image, require_pinned
 from flows.errors import RolloutError
 from flows.retry import backoff_delays, retry_condition
-from flows.settings import REPO_ROOT, Environment, Settings
+from flows.settings import Environment, Settings
 
-CONTAINER_PORT = 8080
-TEMPLATES = REPO_ROOT / "deployments"
+TEMPLATES = files("flows") / "deployments"
 # Waiting reasons of a new pod's container that no amount of waiting fixes, mapped to the reason token.
 FAILING_WAITING = {
     "CrashLoopBackOff": "CrashLoopBackOff",
@@ -94,8 +96,9 @@ class Previous:
 
 
 def render_manifests(release: ReleaseInfo, environment: Environment, settings: Settings, deployed_at: str) -> Manifests:
-    """Renders namespace, Service and Deployment for `release` in `environment` from `deployments/*.yaml`."""
+    """Renders namespace, Service and Deployment for `release` in `environment` from the packaged templates."""
     require_pinned(release.ref)
+    serve = release.serve
     labels = {"app.kubernetes.io/name": settings.app_name, "app.kubernetes.io/managed-by": "aiship",
               "io.aiship/environment": environment.name}
     env = [{"name": "AISHIP_APP_ENVIRONMENT", "value": environment.name}]
@@ -104,19 +107,23 @@ def render_manifests(release: ReleaseInfo, environment: Environment, settings: S
         "app_name": settings.app_name, "namespace": environment.namespace, "labels": labels,
         "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name},
         "selector": {"app.kubernetes.io/name": settings.app_name}, "node_port": environment.node_port,
-        "replicas": environment.replicas, "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
+        "replicas": replicas(environment, release), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
         "pod_annotations": release.annotations(),
         "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at},
         "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
         "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": settings.rollout_max_surge, "revision_history_limit": 10,
-        "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": CONTAINER_PORT,
-        "cpu_request": "100m", "memory_request": "256Mi", "cpu_limit": "1", "memory_limit": "768Mi",
+        "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": serve.port,
+        "ready_path": serve.ready_path, "health_path": serve.health_path, **serve.resources.model_dump(),
     }
-    loader = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                                autoescape=False, keep_trailing_newline=True)
-    docs = {name: yaml.safe_load(loader.get_template(f"{name}.yaml").render(values))
+    loader = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    docs = {name: yaml.safe_load(loader.from_string((TEMPLATES / f"{name}.yaml").read_text()).render(values))
             for name in ("namespace", "service", "deployment")}
     return Manifests(**docs)
+
+
+def replicas(environment: Environment, release: ReleaseInfo) -> int:
+    """Pods in `environment`: the operator's count when it sets one, else what the app asks for."""
+    return environment.replicas or release.serve.replicas
 
 
 def is_complete(deployment: dict[str, Any]) -> bool:
@@ -232,7 +239,7 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
     kube.apply(api_client, manifests, settings.registry_credentials_block)
     # The controller's progress deadline restarts with each pod that becomes available; this outer
     # limit only guards against a controller that stopped answering.
-    limit = settings.rollout_progress_deadline_seconds * (environment.replicas + 1) + 30
+    limit = settings.rollout_progress_deadline_seconds * (replicas(environment, release) + 1) + 30
     verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
     if verdict.state == "complete":
         ready = (deployment.get("status") or {}).get("readyReplicas", 0)
@@ -246,7 +253,7 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
     restored_at = _utc_now()[:19]
-    kube.restore(api_client, ns, name, previous, environment.replicas)
+    kube.restore(api_client, ns, name, previous, replicas(environment, release))
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
     if undo.state != "complete":
         raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "

@@ -20,15 +20,15 @@ class Environment(BaseModel):
 
     name: str = Field(description="Environment name, also the Prefect concurrency limit's name.")
     namespace: str = Field(description="Kubernetes namespace the app is deployed to.")
-    replicas: int = Field(default=2, ge=1, description="Pods of the app in this environment.")
+    replicas: int | None = Field(default=None, ge=1, description="Pods of the app in this environment; empty means what the app's aiship.toml asks for ([serve] replicas).")
     node_port: int = Field(ge=16100, le=16199, description="NodePort the app answers on, on 127.0.0.1.")
     app_env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables the app gets in this environment (the Deployment's env; AISHIP_APP_ENVIRONMENT is always set).")
 
 
 def _default_environments() -> dict[str, Environment]:
     return {
-        "staging": Environment(name="staging", namespace="aiship-staging", replicas=2, node_port=16180),
-        "production": Environment(name="production", namespace="aiship-production", replicas=2, node_port=16190),
+        "staging": Environment(name="staging", namespace="aiship-staging", node_port=16180),
+        "production": Environment(name="production", namespace="aiship-production", node_port=16190),
     }
 
 

@@ -17,10 +17,12 @@ from typing import Any
 import httpx
 from prefect import task
 
+from flows.app_config import AppConfig, GoldenSection, ServeSection
 from flows.errors import SmokeTestError
-from flows.image import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION
+from flows.image import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION, BuiltImage
+from flows.manifest import GoldenSet
+from flows.model_store.base import FetchedModel
 
-CONTAINER_PORT = "8080/tcp"
 SMOKE_LABEL = "io.aiship.smoke-test"
 BATCH = 32  # golden rows per /predict request, below the app's row limit
 
@@ -122,25 +124,27 @@ def container_logs(container: Any, lines: int = 50) -> str:
         return f"(no logs: {exc})"
 
 
-def published_port(container: Any, deadline: float) -> int:
-    """The host port dockerd chose for 8080 on 127.0.0.1 (asked for port None: no race for a free port)."""
+def published_port(container: Any, deadline: float, port: str) -> int:
+    """The host port dockerd chose for the app's `port` (`8080/tcp`) on 127.0.0.1 (asked for port None:
+    no race for a free port)."""
     while time.monotonic() < deadline:
         container.reload()
-        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(CONTAINER_PORT)
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port)
         if bindings:
             return int(bindings[0]["HostPort"])
         if container.status in ("exited", "dead"):
             break
         time.sleep(0.1)
-    raise SmokeTestError(f"container {container.short_id} published no port for {CONTAINER_PORT} (status {container.status})")
+    raise SmokeTestError(f"container {container.short_id} published no port for {port} (status {container.status}); "
+                         "check [serve] port in aiship.toml against the port the app listens on")
 
 
-def wait_ready(http: httpx.Client, container: Any, deadline: float, budget: float) -> None:
-    """Polls /readyz until 200; fails early when the container exits, else at the deadline."""
+def wait_ready(http: httpx.Client, container: Any, deadline: float, budget: float, path: str = "/readyz") -> None:
+    """Polls the readiness path until 200; fails early when the container exits, else at the deadline."""
     last = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            response = http.get("/readyz", timeout=2)
+            response = http.get(path, timeout=2)
             if response.status_code == 200:
                 return
             last = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -149,31 +153,39 @@ def wait_ready(http: httpx.Client, container: Any, deadline: float, budget: floa
         container.reload()
         if container.status in ("exited", "dead"):
             code = container.attrs.get("State", {}).get("ExitCode")
-            raise SmokeTestError(f"container exited (code {code}) before /readyz answered 200; last: {last}")
+            raise SmokeTestError(f"container exited (code {code}) before {path} answered 200; last: {last}")
         time.sleep(0.25)
-    raise SmokeTestError(f"/readyz did not answer 200 within {budget:.0f} s; last: {last}")
+    raise SmokeTestError(f"{path} did not answer 200 within {budget:.0f} s; last: {last}")
 
 
-def predict_all(http: httpx.Client, inputs: list[list[float]]) -> list[Any]:
+def predict_all(http: httpx.Client, inputs: list[list[float]], path: str = "/predict") -> list[Any]:
     """The container's predictions for every golden row, sent in batches."""
     got: list[Any] = []
     for start in range(0, len(inputs), BATCH):
-        response = http.post("/predict", json={"instances": inputs[start:start + BATCH]}, timeout=30)
+        response = http.post(path, json={"instances": inputs[start:start + BATCH]}, timeout=30)
         if response.status_code != 200:
-            raise SmokeTestError(f"/predict answered HTTP {response.status_code}: {response.text[:300]}")
+            raise SmokeTestError(f"{path} answered HTTP {response.status_code}: {response.text[:300]}")
         got.extend(response.json()["predictions"])
     return got
 
 
-def check_container(http: httpx.Client, labels: dict[str, str], golden: Any) -> tuple[tuple[str, ...], tuple[GoldenRow, ...]]:
-    """/version against the labels, then the golden set; raises SmokeTestError on the first failure."""
-    response = http.get("/version", timeout=5)
+def golden_under(golden: GoldenSet, rule: GoldenSection) -> GoldenSet:
+    """The golden set compared under the app's rule (aiship.toml [golden]) instead of the manifest's, when it sets one."""
+    if rule.rule == "manifest":
+        return golden
+    return golden.model_copy(update={"rule": rule.rule, "tolerance": rule.tolerance})
+
+
+def check_container(http: httpx.Client, labels: dict[str, str], golden: GoldenSet,
+                    serve: ServeSection = ServeSection()) -> tuple[tuple[str, ...], tuple[GoldenRow, ...]]:
+    """The version path against the labels, then the golden set; raises SmokeTestError on the first failure."""
+    response = http.get(serve.version_path, timeout=5)
     if response.status_code != 200:
-        raise SmokeTestError(f"/version answered HTTP {response.status_code}: {response.text[:300]}")
+        raise SmokeTestError(f"{serve.version_path} answered HTTP {response.status_code}: {response.text[:300]}")
     problems = version_mismatches(response.json(), labels)
     if problems:
-        raise SmokeTestError("/version does not match the image's labels: " + "; ".join(problems))
-    rows = compare_golden(golden, predict_all(http, [list(r) for r in golden.inputs]))
+        raise SmokeTestError(f"{serve.version_path} does not match the image's labels: " + "; ".join(problems))
+    rows = compare_golden(golden, predict_all(http, [list(r) for r in golden.inputs], serve.predict_path))
     bad = [r for r in rows if not r.ok]
     if bad:
         shown = "; ".join(f"row {r.index}: expected {r.expected!r}, got {r.got!r}" for r in bad[:5])
@@ -183,20 +195,22 @@ def check_container(http: httpx.Client, labels: dict[str, str], golden: Any) -> 
     return ("readyz", "version", "golden_set"), rows
 
 
-def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Any,
-                   ready_within: float = 90.0, env: dict[str, str] | None = None) -> SmokeTestResult:
+def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: GoldenSet,
+                   ready_within: float = 90.0, env: dict[str, str] | None = None,
+                   serve: ServeSection = ServeSection()) -> SmokeTestResult:
     """Runs `image` on 127.0.0.1:<free port>, checks it, and always removes the container."""
     started = time.monotonic()
     deadline = started + ready_within
+    container_port = f"{serve.port}/tcp"
     container = client.containers.run(
         image, detach=True, name=f"aiship-smoke-{uuid.uuid4().hex[:10]}",
-        ports={CONTAINER_PORT: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
+        ports={container_port: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
     )
     try:
-        port = published_port(container, deadline)
+        port = published_port(container, deadline, container_port)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            wait_ready(http, container, deadline, ready_within)
-            checks, rows = check_container(http, labels, golden)
+            wait_ready(http, container, deadline, ready_within, serve.ready_path)
+            checks, rows = check_container(http, labels, golden, serve)
     except SmokeTestError as exc:
         message = f"smoke test of {image} failed: {exc}\n--- container log (last lines) ---\n{container_logs(container)}"
         if isinstance(exc, GoldenSetMismatch):
@@ -212,15 +226,16 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Any,
 
 
 @task(name="smoke-test")
-def smoke_test(built: Any, model: Any, ready_within: float = 90.0) -> SmokeTestResult:
+def smoke_test(built: BuiltImage, model: FetchedModel, config: AppConfig, ready_within: float = 90.0) -> SmokeTestResult:
     """Runs the built image and checks health, version and the golden set; never retried.
 
     A failure is an answer about this image (it must not be pushed), not an accident.
 
     Args:
-        built: the image to test (`flows.image.BuiltImage`).
-        model: the fetched model whose manifest holds the golden set (`FetchedModel`).
-        ready_within: seconds the container has to answer /readyz.
+        built: the image to test.
+        model: the fetched model whose manifest holds the golden set.
+        config: the app's aiship.toml (port, paths, golden-set rule).
+        ready_within: seconds the container has to answer its readiness path.
 
     Returns:
         The checks passed and the golden rows compared.
@@ -231,13 +246,14 @@ def smoke_test(built: Any, model: Any, ready_within: float = 90.0) -> SmokeTestR
 
     client = docker_client()
     try:
-        result = run_smoke_test(client, built.image_id, built.labels, model.ref.manifest.golden_set, ready_within)
+        golden = golden_under(model.ref.manifest.golden_set, config.golden)
+        result = run_smoke_test(client, built.image_id, built.labels, golden, ready_within, serve=config.serve)
     except GoldenSetMismatch as exc:
-        create_table_artifact(key="smoke-test", table=golden_table(exc.rows),
+        create_table_artifact(key=f"smoke-test-{config.name}", table=golden_table(exc.rows),
                               description=f"Golden set of {built.tag}: FAILED, the image is not pushed")
         raise
     finally:
         client.close()
-    create_table_artifact(key="smoke-test", table=golden_table(result.rows),
+    create_table_artifact(key=f"smoke-test-{config.name}", table=golden_table(result.rows),
                           description=f"Golden set of {built.tag}: {result.golden_rows} rows, all matching")
     return result

@@ -1,8 +1,9 @@
 """The app's dependency wheels, prepared on the host so that `docker build` needs no network.
 
-The wheels of one `app/requirements.txt` are downloaded once into
-`$AISHIP_CACHE_DIR/wheels/<sha256 of the requirements, 16 hex>/` and reused by every build with
-the same requirements. The folder is written under a temporary name and renamed when complete, so
+The wheels of an app's requirement files (`[build] requirements` of its aiship.toml) are
+downloaded once into `$AISHIP_CACHE_DIR/wheels/<sha256 of the files, 16 hex>/`, beside a copy of
+each file under its own name, and reused by every build with the same requirements. The folder
+is written under a temporary name and renamed when complete, so
 a half-finished download is never mistaken for a cache hit.
 """
 
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +35,12 @@ PLATFORMS = (
     "manylinux_2_28_x86_64",
     "manylinux_2_34_x86_64",
 )
-REQUIREMENTS_NAME = "requirements.txt"
 COMPLETE_MARKER = ".complete"
 
 
 @dataclass(frozen=True)
 class Wheelhouse:
-    """A folder of wheels for one requirements file, with that file copied in as requirements.txt."""
+    """A folder of wheels for some requirement files, with each file copied in under its own name."""
 
     path: Path
     requirements_sha256: str
@@ -47,23 +48,29 @@ class Wheelhouse:
     seconds: float
 
 
-def requirements_key(requirements: Path) -> str:
-    """The cache key of a requirements file: 16 hex of the sha256 of its bytes and the target."""
-    digest = hashlib.sha256(requirements.read_bytes())
+def requirements_key(requirements: Sequence[Path]) -> str:
+    """The cache key of requirement files: 16 hex of the sha256 of their names, bytes and the target."""
+    digest = hashlib.sha256()
+    for path in requirements:
+        data = path.read_bytes()
+        digest.update(f"{path.name}|{len(data)}|".encode() + data)
     digest.update(f"|{PYTHON_VERSION}|{ABI}|{','.join(PLATFORMS)}".encode())
     return digest.hexdigest()[:16]
 
 
-def download_command(requirements: Path, dest: Path, python: str = sys.executable) -> list[str]:
+def download_command(requirements: Sequence[Path], dest: Path, python: str = sys.executable) -> list[str]:
     """The `pip download` command that fetches binary wheels for the image's Python and platform."""
     cmd = [python, "-m", "pip", "download", "--quiet", "--no-cache-dir", "--only-binary=:all:",
            "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
-    return [*cmd, "--dest", str(dest), "--requirement", str(requirements)]
+    cmd += ["--dest", str(dest)]
+    for path in requirements:
+        cmd += ["--requirement", str(path)]
+    return cmd
 
 
-def prepare_wheels(requirements: Path, cache_dir: Path, timeout: float = 900) -> Wheelhouse:
+def prepare_wheels(requirements: Sequence[Path], cache_dir: Path, timeout: float = 900) -> Wheelhouse:
     """Returns the wheelhouse for `requirements`, downloading it into `cache_dir/wheels/` if missing.
 
     Raises ImageBuildError naming pip's last lines when a requirement has no wheel for the image.
@@ -71,8 +78,14 @@ def prepare_wheels(requirements: Path, cache_dir: Path, timeout: float = 900) ->
     import time
 
     started = time.monotonic()
-    if not requirements.is_file():
-        raise ImageBuildError(f"{requirements} not found; the app must pin its dependencies in app/requirements.txt")
+    requirements = list(requirements)
+    for path in requirements:
+        if not path.is_file():
+            raise ImageBuildError(f"{path} not found; commit it or fix [build] requirements in aiship.toml")
+    names = [path.name for path in requirements]
+    if len(set(names)) != len(names):
+        raise ImageBuildError(f"requirement files {', '.join(map(str, requirements))} share a file name; each is "
+                              "copied into wheels/ under its own name: rename one (e.g. requirements-test.txt)")
     key = requirements_key(requirements)
     target = cache_dir / "wheels" / key
     if (target / COMPLETE_MARKER).is_file():
@@ -89,15 +102,16 @@ def prepare_wheels(requirements: Path, cache_dir: Path, timeout: float = 900) ->
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
             raise ImageBuildError(
-                f"pip download of {requirements} for CPython {PYTHON_VERSION} manylinux failed "
+                f"pip download of {', '.join(map(str, requirements))} for CPython {PYTHON_VERSION} manylinux failed "
                 f"(exit {proc.returncode}):\n{tail}\nPin versions that publish cp311 manylinux wheels"
             )
-        shutil.copyfile(requirements, tmp / REQUIREMENTS_NAME)
+        for path in requirements:
+            shutil.copyfile(path, tmp / path.name)
         (tmp / COMPLETE_MARKER).write_text(key + "\n")
         _publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("wheels for %s prepared in %s", requirements, target)
+    logger.info("wheels for %s prepared in %s", ", ".join(names), target)
     return Wheelhouse(target, key, False, time.monotonic() - started)
 
 

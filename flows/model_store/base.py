@@ -16,7 +16,7 @@ import tempfile
 import uuid
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -81,9 +81,34 @@ def default_publisher() -> str:
     return os.environ.get("AISHIP_PUBLISHER") or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def check_model_file(path: Path) -> None:
-    """Refuses, without loading it, a model file that is not a skops archive (a pickle above all)
-    or that names a type the app would refuse to construct (`app.model.ALLOWED_TYPES`)."""
+def schema_types(path: Path) -> set[str]:
+    """Fully qualified names of every type a skops file's schema names, read without loading it."""
+    import skops.io as sio  # slow to import (scikit-learn); only publish and the build's check need it
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelIntegrityError(f"{path} has no readable skops schema.json ({exc}); save it with skops.io.dump") from exc
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    try:
+        return found | set(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # skops raises several types for a damaged archive
+        raise ModelIntegrityError(f"{path} is not a readable skops file ({exc}); save it with skops.io.dump") from exc
+
+
+def check_model_file(path: Path, allowed_types: Iterable[str] | None = None, app: str = "the app") -> None:
+    """Refuses, without loading it, a model file that is not a skops archive (a pickle above all),
+    or that names a type off `allowed_types` (the app's aiship.toml [model] types), when given."""
     if not path.is_file():
         raise ModelStoreError(f"{path} not found; the model folder must hold {MODEL_FILE} (run app/train.py)")
     with path.open("rb") as f:
@@ -99,16 +124,13 @@ def check_model_file(path: Path) -> None:
             raise ModelIntegrityError(
                 f"{path} is a zip archive without schema.json, not a skops file; save it with skops.io.dump"
             )
-    from app.model import ModelLoadError, refused_types  # the app's allow-list, the one place it lives
-
-    try:
-        refused = refused_types(path)
-    except ModelLoadError as exc:
-        raise ModelIntegrityError(str(exc)) from exc
+    if allowed_types is None:
+        return
+    refused = sorted(schema_types(path) - set(allowed_types))
     if refused:
         raise ModelIntegrityError(
-            f"{path} holds types the app refuses to load: {', '.join(refused)}; retrain with allowed types "
-            "or add them to app.model.ALLOWED_TYPES after review"
+            f"{path} holds types {app} refuses to load: {', '.join(refused)}; retrain with allowed types, "
+            f"or add them to [model] types in {app}'s aiship.toml (and its loader) after review"
         )
 
 
@@ -213,16 +235,18 @@ class BaseModelStore(ABC):
             version += 1
         raise ModelStoreError(f"could not claim a version of {name!r} after {MAX_CLAIM_TRIES} tries; retry the publish")
 
-    def publish(self, model_dir: Path, name: str, publisher: str | None = None) -> ModelRef:
+    def publish(self, model_dir: Path, name: str, publisher: str | None = None,
+                allowed_types: Iterable[str] | None = None, app: str = "the app") -> ModelRef:
         """Publishes `model_dir` (model.skops + model.json) as the next version of `name`.
 
+        `allowed_types` is the serving app's [model] types: a model it would refuse is never published.
         Order: claim, model file, manifest last, so readers never see a half-published version.
         """
         validate_model_name(name)
         model_dir = Path(model_dir)
         card = read_card(model_dir / CARD_FILE)
         model_path = model_dir / MODEL_FILE
-        check_model_file(model_path)
+        check_model_file(model_path, allowed_types, app)
         sha256, size = sha256_file(model_path)
         publisher = publisher or default_publisher()
         self._call(f"prepare {self._uri('')}", self._prepare_for_write)

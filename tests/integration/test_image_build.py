@@ -20,11 +20,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from flows.app_tests import SourceTree
 from flows.errors import ImageBuildError
 from flows.image import LAYER_FILE, BuiltImage, ModelInputs, build_app_image, image_tag, layer_diff_ids, layer_steps
 from flows.model_store import LocalModelStore
 from flows.settings import REPO_ROOT, Settings
+from flows.source import SourceTree
 from flows.wheels import prepare_wheels
 
 TEST_REPO = "aiship-it-h6"  # its own repository in the registry, apart from real deliveries
@@ -99,7 +99,10 @@ def models() -> dict:
 
 @functools.cache
 def wheelhouse() -> Path:
-    return prepare_wheels(main_source().path / "app" / "requirements.txt", Settings().cache_dir).path
+    from flows.app_config import read_app_config
+
+    requirements = read_app_config(main_source().path).build.requirements
+    return prepare_wheels([main_source().path / r for r in requirements], Settings().cache_dir).path
 
 
 @functools.cache

@@ -88,8 +88,9 @@ def test_context_is_dockerignore_filtered_source_plus_wheels_without_the_model(t
     (src / "model").mkdir()
     (src / "model" / "model.skops").write_bytes(b"a model left in the work tree")
     members = dict(image.context_members(src, wheelhouse(tmp_path)))
+    # The app's tests are in the context for the test stage; the code stage copies app/*.py only.
     assert sorted(members) == [
-        ".dockerignore", "Dockerfile", "app/__init__.py",
+        ".dockerignore", "Dockerfile", "app/__init__.py", "app/tests/test_x.py",
         "wheels/flask-3.1.0-py3-none-any.whl", "wheels/requirements.txt",
     ]
 
@@ -192,33 +193,45 @@ def test_missing_base_image_message_says_how_to_build_it():
     assert "aiship local up base-image" in image._failure_message("t", progress, "aiship/base:bookworm-py311")
 
 
-def test_requirements_key_changes_with_the_requirements(tmp_path):
-    req = tmp_path / "requirements.txt"
+def test_requirements_key_changes_with_any_of_the_requirement_files(tmp_path):
+    req, test_req = tmp_path / "requirements.txt", tmp_path / "requirements-test.txt"
     req.write_text("flask==3.1.0\n")
-    first = wheels.requirements_key(req)
-    req.write_text("flask==3.1.1\n")
-    assert wheels.requirements_key(req) != first and len(first) == 16
+    test_req.write_text("pytest==9.2.0\n")
+    first = wheels.requirements_key([req, test_req])
+    test_req.write_text("pytest==9.2.1\n")
+    assert wheels.requirements_key([req, test_req]) != first and len(first) == 16
+    assert wheels.requirements_key([req]) != wheels.requirements_key([req, test_req])
 
 
 def test_download_command_targets_the_image_python_only_binary(tmp_path):
-    cmd = wheels.download_command(tmp_path / "r.txt", tmp_path / "out", python="py")
+    cmd = wheels.download_command([tmp_path / "r.txt", tmp_path / "t.txt"], tmp_path / "out", python="py")
     assert cmd[:3] == ["py", "-m", "pip"] and "--only-binary=:all:" in cmd
     assert cmd[cmd.index("--python-version") + 1] == "3.11" and "manylinux2014_x86_64" in cmd
+    assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--requirement"] == [str(tmp_path / "r.txt"), str(tmp_path / "t.txt")]
 
 
 def test_prepare_wheels_reuses_a_complete_cache_entry(tmp_path):
     req = tmp_path / "requirements.txt"
     req.write_text("flask==3.1.0\n")
-    cached = tmp_path / "cache" / "wheels" / wheels.requirements_key(req)
+    cached = tmp_path / "cache" / "wheels" / wheels.requirements_key([req])
     cached.mkdir(parents=True)
     (cached / wheels.COMPLETE_MARKER).write_text("x")
-    house = wheels.prepare_wheels(req, tmp_path / "cache")
+    house = wheels.prepare_wheels([req], tmp_path / "cache")
     assert house.cache_hit and house.path == cached
 
 
 def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
-    with pytest.raises(ImageBuildError, match="requirements.txt"):
-        wheels.prepare_wheels(tmp_path / "app" / "requirements.txt", tmp_path)
+    with pytest.raises(ImageBuildError, match=r"requirements.txt not found; commit it or fix \[build\] requirements"):
+        wheels.prepare_wheels([tmp_path / "app" / "requirements.txt"], tmp_path)
+
+
+def test_prepare_wheels_refuses_two_files_of_one_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "requirements.txt").write_text("flask==3.1.0\n")
+    with pytest.raises(ImageBuildError, match="share a file name"):
+        wheels.prepare_wheels([tmp_path / "a" / "requirements.txt", tmp_path / "b" / "requirements.txt"], tmp_path)
 
 
 def test_build_summary_names_the_image_and_the_layers_rebuilt():

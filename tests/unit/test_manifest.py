@@ -6,6 +6,7 @@ import copy
 import os
 import pickle
 import zipfile
+from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
@@ -122,10 +123,15 @@ def test_skops_file_with_a_type_off_the_apps_allow_list_is_refused(tmp_path):
     import skops.io as sio
     from sklearn.tree import DecisionTreeClassifier
 
+    from flows.app_config import read_app_config
+
+    sample = read_app_config(Path(__file__).resolve().parents[2])  # the sample app's aiship.toml
     model = tmp_path / "model.skops"
     sio.dump(DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]), model)
-    with pytest.raises(ModelIntegrityError, match=r"types the app refuses to load: .*DecisionTreeClassifier"):
-        check_model_file(model)
+    check_model_file(model)  # without an app's list only the format is checked
+    with pytest.raises(ModelIntegrityError, match=r"types app aiship-app refuses to load: .*DecisionTreeClassifier"
+                                                  r".*\[model\] types in app aiship-app's aiship.toml"):
+        check_model_file(model, sample.model.types, "app aiship-app")
 
 
 def test_zip_without_skops_schema_is_refused(tmp_path):

@@ -1,0 +1,64 @@
+"""Check out the app's repository at one commit, into a temporary work tree of its own."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from prefect import task
+
+from flows.errors import ConfigurationError
+from flows.retry import retry_condition
+from flows.settings import Settings
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A work tree of the app's repository checked out at one commit."""
+
+    path: Path
+    sha: str
+    committed_at: datetime
+    repo_url: str
+
+    @property
+    def short_sha(self) -> str:
+        """The first 12 hex digits of the commit, as image tags use them."""
+        return self.sha[:12]
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ConfigurationError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> SourceTree:
+    """Clones `repo_url` into a temporary work tree and checks out `git_ref` (branch, tag or SHA)."""
+    root = Path(tempfile.mkdtemp(prefix="aiship-src-", dir=workdir))
+    _git("clone", "--quiet", "--no-checkout", repo_url, str(root))
+    for candidate in (f"origin/{git_ref}", git_ref):
+        proc = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
+            cwd=root, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode == 0:
+            sha = proc.stdout.strip()
+            break
+    else:
+        raise ConfigurationError(
+            f"git ref {git_ref!r} not found in {repo_url}; push it there or pass an existing branch, tag or SHA"
+        )
+    _git("checkout", "--quiet", "--detach", sha, cwd=root)
+    committed_at = datetime.fromisoformat(_git("show", "-s", "--format=%cI", sha, cwd=root))
+    return SourceTree(path=root, sha=sha, committed_at=committed_at, repo_url=repo_url)
+
+
+@task(name="check-out", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_condition)
+def check_out(git_ref: str, settings: Settings) -> SourceTree:
+    """Checks out the app's repository at `git_ref` into a temporary work tree."""
+    return checkout(settings.git_repository_url, git_ref)
