@@ -9,9 +9,13 @@ import typer
 from flows.errors import AishipError
 from flows.settings import Settings
 
+from flows.cli_app import config_app, init_command
+
 app = typer.Typer(help="aiship: continuous delivery of AI applications.", no_args_is_help=True)
 local_app = typer.Typer(help="The local platform: Docker, registry, stores, Prefect, Kubernetes.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
+app.add_typer(config_app, name="config")
+app.command("init")(init_command)
 
 
 def fail(exc: Exception) -> None:

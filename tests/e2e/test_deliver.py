@@ -14,7 +14,7 @@ import time
 import pytest
 
 from flows.errors import AppTestError, ModelIntegrityError, RolloutError, SmokeTestError
-from flows.settings import REPO_ROOT
+from flows.settings import REPO_ROOT, Settings
 from tests.e2e.support import LoadGenerator, ReplicaSetWatcher, get_json, wait_for
 from tests.fixtures.models import golden_set_failing_model, good_model, tamper
 from tests.kube_support import wait_until_settled
@@ -196,4 +196,7 @@ def test_7_failing_app_tests_stop_before_anything_is_built(e2e_environment, work
     with pytest.raises(AppTestError) as failure:
         deliver(model_name, 2, sha, e2e_environment.name)
     assert "test_the_fixture_breaks_the_build" in str(failure.value)
-    assert not docker_tags(docker_client, sha[:12]), "an image was built from a commit whose tests fail"
+    # Only the test image (never pushed) exists for this commit: nothing was built to deliver.
+    built = [t for t in docker_tags(docker_client, sha[:12]) if not t.startswith("aiship-tests/")]
+    assert not built, f"an image was built from a commit whose tests fail: {built}"
+    assert f"aiship-tests/{Settings().app_name}:{sha[:12]}" in docker_tags(docker_client, sha[:12])

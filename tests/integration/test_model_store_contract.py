@@ -269,9 +269,13 @@ def test_a_type_the_app_refuses_is_refused_before_anything_is_written(store, mod
     import skops.io as sio
     from sklearn.tree import DecisionTreeClassifier
 
+    from flows.app_config import read_app_config
+    from flows.settings import REPO_ROOT
+
+    sample = read_app_config(REPO_ROOT)  # the serving app's [model] types
     sio.dump(DecisionTreeClassifier().fit([[0.0] * 30, [1.0] * 30], [0, 1]), model_dir / "model.skops")
-    with pytest.raises(ModelIntegrityError, match="DecisionTreeClassifier"):
-        store.publish(model_dir, model_name)
+    with pytest.raises(ModelIntegrityError, match="types app aiship-app refuses to load: .*DecisionTreeClassifier"):
+        store.publish(model_dir, model_name, allowed_types=sample.model.types, app="app aiship-app")
     assert keys_under(store, f"models/{model_name}/") == []
 
 
