@@ -48,13 +48,18 @@ def setup(cold: bool) -> tuple[Path, Path]:
     envs = {n: e.model_dump() for n, e in _default_environments().items()}
     envs["bench"] = {"name": "bench", "namespace": BENCH_NAMESPACE, "replicas": 2, "node_port": 16160}
     os.environ["AISHIP_ENVIRONMENTS"] = json.dumps(envs)
-    os.environ["AISHIP_APP_NAME"] = f"aiship-bench-{uuid.uuid4().hex[:6]}"
+    name = f"aiship-bench-{uuid.uuid4().hex[:6]}"
+    os.environ["AISHIP_APP_NAME"] = name
     work = Path(tempfile.mkdtemp(prefix="aiship-bench-deliver-"))
     if cold:
         os.environ["AISHIP_CACHE_DIR"] = str(work / "cache")
     repo = work / "repo"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
     git(repo, "checkout", "--quiet", "-B", "main", "HEAD")
+    # The app is registered under the bench's own name, so its aiship.toml must say that name too.
+    config = repo / "aiship.toml"
+    config.write_text(config.read_text().replace('name = "aiship-app"', f'name = "{name}"', 1))
+    git(repo, "-c", "user.name=bench", "-c", "user.email=bench@aiship.invalid", "commit", "-qam", "bench: the app's name")
     os.environ["AISHIP_GIT_REPOSITORY"] = str(repo)
     return work, repo
 

@@ -1,29 +1,209 @@
-"""The apps aiship delivers: each one's aiship.toml, read at a commit and checked against what the operator registered.
+"""The apps aiship delivers: the operator's registration of each, and its aiship.toml at a commit.
 
-The operator's side (the app's name, its repository, environments, registry, cluster) lives in
-aiship's settings; the app's side in its repository's aiship.toml. A commit may change its app's
-facts, never the name it is delivered under.
+The operator's side of an app (its repository, which pushes and models deliver it, its
+environments with their namespaces and NodePorts, whether promotion needs approval) is an
+`AppRegistration`: written as TOML by the operator, checked, and kept in a Prefect Variable
+(`aiship-app-<name>`) by `aiship app register`, so every worker reads the same. The app's side is
+its repository's aiship.toml, read at the commit delivered. A commit may change its app's facts,
+never the name it is delivered under, nor where it goes.
+
+The first app needs no registration: aiship's settings describe it (`Settings.default_app`), so
+a single-app aiship is configured as before.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
+import tomllib
+from pathlib import Path
 
-from flows.app_config import AppConfig, read_app_config, require_name
-from flows.settings import Settings
+from prefect.client.orchestration import get_client
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flows.app_config import _NAME, AppConfig, AppConfigError, _problem, read_app_config, require_name
+from flows.errors import ConfigurationError
+from flows.settings import Environment, Settings
 from flows.source import SourceTree, checkout
 
-
-def read_config(source: SourceTree, settings: Settings) -> AppConfig:
-    """The app's aiship.toml at the checked-out commit, refused unless it names the app registered here."""
-    where = f"aiship.toml at {source.short_sha} of {source.repo_url}"
-    return require_name(read_app_config(source.path, where), settings.app_name, where)
+VARIABLE_PREFIX = "aiship-app-"
 
 
-def config_at(settings: Settings, git_ref: str = "main") -> AppConfig:
-    """The registered app's aiship.toml at `git_ref` of its repository (for publish, which has no commit of its own)."""
-    source = checkout(settings.git_repository_url, git_ref)
+class AppRegistration(BaseModel):
+    """What the operator decides about one app: where its code comes from and where it goes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The app's name; its aiship.toml must say the same.")
+    repository: str = Field(min_length=1, description="Git URL or path the app's code is checked out from.")
+    sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
+    branch: str = Field(default="main", min_length=1, description="The branch a model registration delivers with, and publish reads aiship.toml from.")
+    models: list[str] = Field(default_factory=lambda: ["*"], description="Model names this app serves; globs allowed. The most specific claim wins.")
+    default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")
+    environments: dict[str, Environment] = Field(min_length=1, description="Where the app runs, by environment name.")
+    promotion_needs_approval: bool = Field(default=True, description="Whether promote waits for a reviewer.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("lower-case letters, digits and '-', starting with a letter, at most 40 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _environments_named(self) -> AppRegistration:
+        for key, env in self.environments.items():
+            if env.name != key:
+                raise ValueError(f"environment {key!r} is named {env.name!r}; use the same name for both")
+        ports = [env.node_port for env in self.environments.values()]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"two environments share a NodePort ({sorted(ports)}); give each its own")
+        return self
+
+    def environment(self, name: str) -> Environment:
+        """The environment called `name`, or an error listing this app's environments."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigurationError(f"app {self.name} has no environment {name!r}; its environments: {known} "
+                                     f"(register it again with the environment added)") from None
+
+    @property
+    def variable(self) -> str:
+        """The Prefect Variable that keeps this registration."""
+        return f"{VARIABLE_PREFIX}{self.name}"
+
+
+def parse_registration(text: str, where: str) -> AppRegistration:
+    """An operator's app registration (TOML); raises AppConfigError naming the file, key and line of each problem."""
     try:
-        return read_config(source, settings)
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AppConfigError(where, [f"not valid TOML: {exc}"]) from None
+    for key, env in (data.get("environments") or {}).items() if isinstance(data.get("environments"), dict) else ():
+        if isinstance(env, dict):
+            env.setdefault("name", key)
+    try:
+        return AppRegistration.model_validate(data)
+    except ValidationError as exc:
+        raise AppConfigError(where, [_problem(text, e) for e in exc.errors()]) from None
+
+
+def check_no_clash(registration: AppRegistration, others: list[AppRegistration]) -> None:
+    """Refuses a registration whose NodePort or namespace+name another app already uses."""
+    for other in others:
+        if other.name == registration.name:
+            continue
+        for env in registration.environments.values():
+            for theirs in other.environments.values():
+                if env.node_port == theirs.node_port:
+                    raise ConfigurationError(f"NodePort {env.node_port} of {registration.name}/{env.name} is already "
+                                             f"{other.name}/{theirs.name}'s; choose a free one in 16100-16199")
+
+
+# ---------------------------------------------------------------- all apps, and routing events to one
+
+
+def registered_apps() -> list[AppRegistration]:
+    """Every app registered with `aiship app register`, from the Prefect Variables."""
+    with get_client(sync_client=True) as client:
+        found = client.read_variables()
+    apps = []
+    for variable in found:
+        if variable.name.startswith(VARIABLE_PREFIX) and isinstance(variable.value, dict):
+            try:
+                apps.append(AppRegistration.model_validate(variable.value))
+            except ValidationError as exc:
+                raise ConfigurationError(f"Prefect Variable {variable.name} is not a valid app registration ({exc.error_count()} "
+                                         "problems); register the app again with `aiship app register FILE`") from exc
+    return sorted(apps, key=lambda app: app.name)
+
+
+def register(registration: AppRegistration, settings: Settings) -> AppRegistration:
+    """Keeps `registration` in its Prefect Variable, after checking it against every other app."""
+    from prefect.variables import Variable
+
+    check_no_clash(registration, all_apps(settings))
+    Variable.set(registration.variable, registration.model_dump(mode="json"), overwrite=True)
+    return registration
+
+
+def unregister(name: str) -> bool:
+    """Forgets a registered app (its Deployments keep running until removed from the cluster)."""
+    from prefect.variables import Variable
+
+    return Variable.unset(f"{VARIABLE_PREFIX}{name}")
+
+
+def all_apps(settings: Settings) -> list[AppRegistration]:
+    """The first app (from the settings) and every registered one; a registration of the same name wins."""
+    registered = registered_apps()
+    names = {app.name for app in registered}
+    first = [] if settings.app_name in names else [settings.default_app()]
+    return first + registered
+
+
+def find_app(apps: list[AppRegistration], name: str) -> AppRegistration:
+    """The app called `name`, or an error listing the apps aiship delivers."""
+    for app in apps:
+        if app.name == name:
+            return app
+    known = ", ".join(a.name for a in apps) or "none"
+    raise ConfigurationError(f"unknown app {name!r}; apps aiship delivers: {known} (register one with `aiship app register FILE`)")
+
+
+def app_named(settings: Settings, name: str | None) -> AppRegistration:
+    """The app called `name`; with no name, the only app aiship delivers (or an error asking which)."""
+    apps = all_apps(settings)
+    if name:
+        return find_app(apps, name)
+    if len(apps) == 1:
+        return apps[0]
+    raise ConfigurationError(f"aiship delivers {len(apps)} apps ({', '.join(a.name for a in apps)}); name one")
+
+
+def _specificity(pattern: str) -> tuple[bool, int]:
+    """Exact names before globs, then the longer literal part."""
+    wild = any(c in pattern for c in "*?[")
+    return (not wild, len(pattern.replace("*", "").replace("?", "")))
+
+
+def route(apps: list[AppRegistration], value: str, field: str) -> AppRegistration:
+    """The one app whose `field` (models or sources) claims `value` most specifically; refuses none or a tie."""
+    claims = [(_specificity(p), app) for app in apps for p in getattr(app, field) if fnmatch.fnmatchcase(value, p)]
+    what = "model" if field == "models" else "repository"
+    if not claims:
+        raise ConfigurationError(f"no app claims the {what} {value!r}; add it to the `{field}` of an app's registration "
+                                 f"(apps: {', '.join(a.name for a in apps) or 'none'})")
+    best = max(score for score, _ in claims)
+    winners = sorted({app.name for score, app in claims if score == best})
+    if len(winners) > 1:
+        raise ConfigurationError(f"the {what} {value!r} is claimed as specifically by {' and '.join(winners)}; "
+                                 f"make one app's `{field}` name it exactly")
+    return next(app for score, app in claims if score == best)
+
+
+# ---------------------------------------------------------------- the app's side: aiship.toml
+
+
+def read_config(source: SourceTree, app: AppRegistration) -> AppConfig:
+    """The app's aiship.toml at the checked-out commit, refused unless it names the registered app."""
+    where = f"aiship.toml at {source.short_sha} of {source.repo_url}"
+    return require_name(read_app_config(source.path, where), app.name, where)
+
+
+def config_at(app: AppRegistration, git_ref: str | None = None) -> AppConfig:
+    """The app's aiship.toml at `git_ref` (default: its branch) of its repository, for publish and `config check`."""
+    source = checkout(app.repository, git_ref or app.branch)
+    try:
+        return read_config(source, app)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
+
+
+def read_registration_file(path: Path) -> AppRegistration:
+    """An operator's registration file, checked."""
+    if not path.is_file():
+        raise ConfigurationError(f"{path} not found; write the app's registration there (see docs/operator.md)")
+    return parse_registration(path.read_text(encoding="utf-8"), str(path))

@@ -9,13 +9,16 @@ import typer
 from flows.errors import AishipError
 from flows.settings import Settings
 
-from flows.cli_app import config_app, init_command
+from flows.cli_app import apps_app, approve_command, config_app, history_command, init_command, promote_command, rollback_command
 
 app = typer.Typer(help="aiship: continuous delivery of AI applications.", no_args_is_help=True)
 local_app = typer.Typer(help="The local platform: Docker, registry, stores, Prefect, Kubernetes.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(config_app, name="config")
-app.command("init")(init_command)
+app.add_typer(apps_app, name="app")
+for _name, _command in (("init", init_command), ("promote", promote_command), ("approve", approve_command),
+                        ("rollback", rollback_command), ("history", history_command)):
+    app.command(_name)(_command)
 
 
 def fail(exc: Exception) -> None:
@@ -104,12 +107,15 @@ def model_publish(
     """Publish PATH as the next version of NAME, then emit aiship.model.registered."""
     from flows import events
     from flows.app_config import parse_app_config
-    from flows.apps import config_at
+    from flows.apps import all_apps, config_at, route
     from flows.model_store import get_store
 
     settings = Settings()
     try:
-        config = parse_app_config(app_config.read_text(), str(app_config)) if app_config else config_at(settings)
+        if app_config:
+            config = parse_app_config(app_config.read_text(), str(app_config))
+        else:  # the app that will serve the model, whose loader the model must suit
+            config = config_at(route(all_apps(settings), name, "models"))
         ref = get_store(settings, store).publish(path, name, allowed_types=config.model.types, app=f"app {config.name}")
     except AishipError as exc:
         fail(exc)
@@ -203,6 +209,7 @@ def deliver_command(
     model_version: Annotated[int | None, typer.Option("--version", help="Pin a version (default: the newest).")] = None,
     git_ref: Annotated[str, typer.Option("--git-ref", help="Branch, tag or SHA of the app.")] = "main",
     environment: Annotated[str, typer.Option("--env", help="Environment to roll out to.")] = "staging",
+    app_name: Annotated[str | None, typer.Option("--app", help="The app to deliver (default: the app that claims the model).")] = None,
 ) -> None:
     """Run the `deliver` flow here (recorded on the Prefect server) and print where the app answers."""
     import os
@@ -210,12 +217,12 @@ def deliver_command(
     from flows.deliver import deliver
 
     try:
-        state = deliver(model_name, model_version, git_ref, environment, return_state=True)
+        state = deliver(model_name, model_version, git_ref, environment, app_name, return_state=True)
         result = state.result()
     except AishipError as exc:
         fail(exc)
     run_id = state.state_details.flow_run_id
-    typer.echo(f"{result.outcome}: {result.model_name} v{result.model_version} at {result.git_sha[:12]} "
+    typer.echo(f"{result.outcome}: {result.app} with {result.model_name} v{result.model_version} at {result.git_sha[:12]} "
                f"in {result.environment}{' (' + result.reason + ')' if result.reason else ''}")
     typer.echo(f"image:       {result.ref or '-'}")
     typer.echo(f"answers at:  {result.address}")
@@ -229,20 +236,26 @@ def deliver_command(
 @app.command("status")
 def status(
     environment: Annotated[str | None, typer.Argument(help="Only this environment (default: all of them).")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app (default: every app aiship delivers).")] = None,
     kubeconfig: Annotated[str | None, typer.Option(help="A kubeconfig file instead of the KubernetesCredentials block.")] = None,
 ) -> None:
-    """Print what serves in each environment (from its Deployment's annotations) and where it answers."""
+    """Print what serves of each app in each environment (from its Deployment's annotations) and where it answers."""
     from flows import environments
+    from flows.apps import all_apps, find_app
 
     settings = Settings()
     try:
-        names = [settings.environment(environment).name] if environment else None
-        table = environments.serving(settings, environments.kubernetes_client(settings, kubeconfig), names)
+        apps = all_apps(settings)
+        apps = [find_app(apps, app_name)] if app_name else apps
+        api_client = environments.kubernetes_client(settings, kubeconfig)
+        tables = {a.name: environments.serving(a, api_client, [environment] if environment else None)
+                  for a in apps if not environment or environment in a.environments}
     except AishipError as exc:
         fail(exc)
-    for line in environments.status_lines(table):
+    if environment and not tables:
+        fail(AishipError(f"no app has an environment {environment!r}"))
+    for line in environments.status_lines(tables):
         typer.echo(line)
-
 
 
 def main() -> None:

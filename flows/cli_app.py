@@ -9,11 +9,55 @@ from typing import Annotated
 
 import typer
 
-from flows.app_config import CONFIG_FILE, AppConfig, read_app_config
+from flows.app_config import CONFIG_FILE, AppConfig
 from flows.errors import AishipError
 from flows.settings import Settings
 
 config_app = typer.Typer(help="aiship's configuration of an app: check it.", no_args_is_help=True)
+apps_app = typer.Typer(help="The apps aiship delivers: register, list, forget.", no_args_is_help=True)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@apps_app.command("register")
+def app_register(path: Annotated[Path, typer.Argument(help="The app's registration (TOML; see docs/operator.md).")]) -> None:
+    """Check an app's registration (repository, models, environments) and keep it where every worker reads it."""
+    from flows.apps import read_registration_file, register
+
+    try:
+        registration = register(read_registration_file(path), Settings())
+    except AishipError as exc:
+        _fail(exc)
+    envs = ", ".join(f"{e.name} ({e.namespace}, NodePort {e.node_port})" for e in registration.environments.values())
+    typer.echo(f"registered {registration.name}: {registration.repository}; models {', '.join(registration.models)}; {envs}")
+
+
+@apps_app.command("list")
+def app_list() -> None:
+    """Print every app aiship delivers, with its repository, models and environments."""
+    from flows.apps import all_apps
+    from flows.environments import aligned
+
+    try:
+        apps = all_apps(Settings())
+    except AishipError as exc:
+        _fail(exc)
+    rows = [("APP", "REPOSITORY", "MODELS", "ENVIRONMENTS")] + [
+        (a.name, a.repository, ",".join(a.models), ",".join(f"{e.name}:{e.node_port}" for e in a.environments.values()))
+        for a in apps]
+    for line in aligned(rows):
+        typer.echo(line)
+
+
+@apps_app.command("remove")
+def app_remove(name: Annotated[str, typer.Argument(help="The registered app to forget.")]) -> None:
+    """Forget a registered app (what it runs in the cluster stays until removed there)."""
+    from flows.apps import unregister
+
+    typer.echo(f"forgot {name}" if unregister(name) else f"{name} was not registered")
 
 
 def _ask(value, question: str, default):
@@ -117,19 +161,24 @@ def _webhook_secret(settings: Settings) -> str:
 
 @config_app.command("check")
 def config_check(
-    app_config: Annotated[Path | None, typer.Option("--app-config", exists=True, dir_okay=False, help="An aiship.toml to check (default: the registered app's, at main of its repository).")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="The app to check (default: the only app aiship delivers).")] = None,
+    app_config: Annotated[Path | None, typer.Option("--app-config", exists=True, dir_okay=False, help="An aiship.toml to check instead of the app's at its branch.")] = None,
 ) -> None:
-    """Validate the app's aiship.toml and aiship's settings, then try every block and endpoint they name."""
-    from flows.apps import config_at
+    """Validate the app's aiship.toml and its registration, then try every block and endpoint they name."""
+    from flows.app_config import parse_app_config, require_name
+    from flows.apps import app_named, config_at
 
     try:
         settings = Settings()
-        config = read_app_config(app_config.parent, str(app_config)) if app_config else config_at(settings)
+        registration = app_named(settings, app_name)
+        config = (require_name(parse_app_config(app_config.read_text(), str(app_config)), registration.name, str(app_config))
+                  if app_config else config_at(registration))
     except AishipError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     rows = [("aiship.toml", "ok", f"app {config.name}, port {config.serve.port}, {len(config.model.types)} model types"),
-            ("environments", "ok", ", ".join(f"{e.name} -> {e.namespace}:{e.node_port}" for e in settings.environments.values())),
+            ("registration", "ok", f"{registration.repository}; " + ", ".join(
+                f"{e.name} -> {e.namespace}:{e.node_port}" for e in registration.environments.values())),
             _row("Prefect API", lambda: _prefect(settings)),
             _row("registry", lambda: _registry(settings, config)),
             _row("cluster", lambda: _cluster(settings)),
@@ -140,3 +189,88 @@ def config_check(
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if any(status != "ok" for _, status, _ in rows):
         raise typer.Exit(1)
+
+
+# --- what the UI does, from the shell: promote (through the same approval), rollback, history ---
+
+EnvOpt = Annotated[str, typer.Option("--env", help="The environment.")]
+
+
+def promote_command(
+    app_name: Annotated[str, typer.Argument(help="The app to promote.")],
+    source: Annotated[str, typer.Option("--from", help="Where the tested digest serves.")] = "staging",
+    target: Annotated[str, typer.Option("--to", help="Where it goes after approval.")] = "production",
+) -> None:
+    """Start the `promote` deployment for APP; it waits for approval (the UI, or `aiship approve RUN`)."""
+    from prefect.deployments import run_deployment
+
+    from flows.apps import app_named
+
+    try:
+        app_named(Settings(), app_name)
+        run = run_deployment("promote/promote", parameters={"app": app_name, "source_environment": source,
+                                                          "target_environment": target}, timeout=0)
+    except AishipError as exc:
+        _fail(exc)
+    typer.echo(f"promotion of {app_name} {source} -> {target}: flow run {run.id}")
+    typer.echo(f"approve it in the UI, or: aiship approve {run.id} --reviewer NAME [--reject] [--comment TEXT]")
+
+
+def approve_command(
+    run_id: Annotated[str, typer.Argument(help="The paused promote run.")],
+    reviewer: Annotated[str, typer.Option(help="Who decides (recorded in the run's artifact).")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    wait: Annotated[int, typer.Option(help="Seconds to wait for the run to reach its pause first.")] = 120,
+) -> None:
+    """Answer a promotion waiting for approval, as the UI's form does."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + wait
+    with get_client(sync_client=True) as client:
+        while not (state := client.read_flow_run(UUID(run_id)).state) or not state.is_paused():
+            if (state and state.is_final()) or time.monotonic() > deadline:
+                _fail(AishipError(f"flow run {run_id} is {state.name if state else 'unknown'}, not waiting for approval"))
+            time.sleep(1)
+        result = client.resume_flow_run(UUID(run_id), run_input={"approve": not reject, "reviewer": reviewer,
+                                                                 "comment": comment})
+    if result.status.value != "ACCEPT":
+        _fail(AishipError(f"the server did not take the answer: {result.details}"))
+    typer.echo(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {run_id} resumes")
+
+
+def rollback_command(
+    app_name: Annotated[str, typer.Argument(help="The app to roll back.")],
+    environment: EnvOpt = "staging",
+    to: Annotated[str | None, typer.Option("--to", help="The digest to go back to (default: the one that served before).")] = None,
+) -> None:
+    """Roll APP back in an environment to a digest that served there before, without building."""
+    from flows.promote import rollback
+
+    try:
+        result = rollback(environment, to, app_name)
+    except AishipError as exc:
+        _fail(exc)
+    typer.echo(f"{app_name} serves {result.digest} in {result.environment} again (was {result.previous_digest}) at {result.address}")
+
+
+def history_command(app_name: Annotated[str, typer.Argument(help="The app.")], environment: EnvOpt = "staging") -> None:
+    """Print every revision of APP in an environment: digest, git SHA, model version, when, by which run."""
+    from flows import environments
+    from flows.apps import app_named
+
+    settings = Settings()
+    try:
+        env = app_named(settings, app_name).environment(environment)
+        api_client = environments.kubernetes_client(settings)
+        try:
+            entries = environments.history(api_client, env, app_name)
+        finally:
+            api_client.close()
+    except AishipError as exc:
+        _fail(exc)
+    for line in environments.history_lines(entries):
+        typer.echo(line)

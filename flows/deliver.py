@@ -21,9 +21,10 @@ from prefect.runtime import deployment as runtime_deployment
 from flows import environments as envs
 from flows.app_config import AppConfig
 from flows.app_tests import build_test_image, test_app
-from flows.apps import read_config
+from flows.apps import AppRegistration, all_apps, find_app, read_config, route
 from flows.environments import ReleaseInfo, ServingVersion
 from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, build_image, image_tag
+from flows.errors import ConfigurationError
 from flows.locks import environment_lock
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
@@ -42,6 +43,7 @@ EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
 class Delivery:
     """How a delivery ended: delivered (with the digest now serving) or skipped (and why)."""
 
+    app: str
     environment: str
     outcome: str  # "delivered" | "skipped"
     reason: str
@@ -89,11 +91,11 @@ def skip_reason(serving: ServingVersion | None, git_sha: str, model: ModelRef, b
 
 
 @task(name="read-serving", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
-def read_serving(environment: Environment, settings: Settings) -> ServingVersion | None:
-    """What serves in an environment now, from its Deployment's annotations."""
+def read_serving(app: AppRegistration, environment: Environment, settings: Settings) -> ServingVersion | None:
+    """What serves of an app in an environment now, from its Deployment's annotations."""
     api_client = envs.kubernetes_client(settings)
     try:
-        return envs.serving_version(api_client, environment, settings.app_name)
+        return envs.serving_version(api_client, environment, app.name)
     finally:
         api_client.close()
 
@@ -121,10 +123,10 @@ def build_tested_image(source: SourceTree, config: AppConfig, model: ModelRef, s
         return push_image(built, settings), built.size_bytes
 
 
-def delivery_record(env: Environment, outcome: str, reason: str, source: SourceTree, model: ModelRef, ref: str,
+def delivery_record(app: str, env: Environment, outcome: str, reason: str, source: SourceTree, model: ModelRef, ref: str,
                     pushed: PushedImage | None, image_bytes: int, clock: StageClock, address: str) -> Delivery:
     """The Delivery a run returns; `pushed` is the image this run pushed (None when it pushed nothing)."""
-    return Delivery(env.name, outcome, reason, ref, source.sha, model.name, model.version, model.sha256,
+    return Delivery(app, env.name, outcome, reason, ref, source.sha, model.name, model.version, model.sha256,
                     pushed is not None, address,
                     len(pushed.layers_pushed) if pushed else 0, len(pushed.layers_existing) if pushed else 0,
                     pushed.bytes_pushed if pushed else 0, image_bytes, clock.seconds)
@@ -136,12 +138,12 @@ def skipped(env: Environment, reason: str, source: SourceTree, config: AppConfig
     get_run_logger().info("nothing to roll out: %s", reason)
     create_markdown_artifact(key=f"delivery-{config.name}-{env.name}".lower().replace("_", "-"),
                              markdown=f"**Skipped**: {reason}")
-    return delivery_record(env, "skipped", reason, source, model, serving.image if serving else "", None, 0, clock,
-                           envs.address(env))
+    return delivery_record(config.name, env, "skipped", reason, source, model, serving.image if serving else "", None,
+                           0, clock, envs.address(env))
 
 
-def ship(source: SourceTree, config: AppConfig, model: ModelRef, env: Environment, settings: Settings, workdir: Path,
-         clock: StageClock, by_event: bool) -> Delivery:
+def ship(app: AppRegistration, source: SourceTree, config: AppConfig, model: ModelRef, env: Environment,
+         settings: Settings, workdir: Path, clock: StageClock, by_event: bool) -> Delivery:
     """Reuses or builds the tested image, then rolls it out holding the environment's lock."""
     with clock.stage("find_image"):
         existing = find_image(source, config, model, settings)
@@ -150,37 +152,37 @@ def ship(source: SourceTree, config: AppConfig, model: ModelRef, env: Environmen
     if existing:
         get_run_logger().info("image for %s + %s v%s already in the registry: %s; nothing is built",
                               source.short_sha, model.name, model.version, existing.ref)
-    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256, config.serve)
+    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256, app.name, config.serve)
     waiting_since = time.monotonic()
     with environment_lock(config.name, env.name):
         clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
         # Runs waiting here start in no set order: look again at what serves once it is our turn.
-        serving = read_serving(env, settings)
+        serving = read_serving(app, env, settings)
         if reason := skip_reason(serving, source.sha, model, by_event):
             return skipped(env, reason, source, config, model, serving, clock)
         with clock.stage("roll_out"):
             result = roll_out(release, env)
-    return delivery_record(env, "delivered", "", source, model, result.ref, pushed, image_bytes, clock, result.address)
+    return delivery_record(app.name, env, "delivered", "", source, model, result.ref, pushed, image_bytes, clock, result.address)
 
 
-def run_delivery(model_name: str, model_version: int | None, git_ref: str, environment: str, *, by_event: bool) -> Delivery:
+def run_delivery(app: AppRegistration, model_name: str, model_version: int | None, git_ref: str, environment: str,
+                 settings: Settings, *, by_event: bool) -> Delivery:
     """The delivery's steps, shared by `deliver` and `deliver_commit`."""
-    settings = Settings()
-    env = settings.environment(environment)
+    env = app.environment(environment)
     clock = StageClock()
     workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
     with clock.stage("check_out"):
-        source = check_out(git_ref, settings)
+        source = check_out(app.repository, git_ref)
     try:
-        config = read_config(source, settings)
+        config = read_config(source, app)
         with clock.stage("app_tests"):
             test_app(build_test_image(source, config, settings), config)
         with clock.stage("resolve"):
             model = resolve_model(model_name, model_version, settings)
-            serving = read_serving(env, settings)
+            serving = read_serving(app, env, settings)
         if reason := skip_reason(serving, source.sha, model, by_event):
             return skipped(env, reason, source, config, model, serving, clock)
-        return ship(source, config, model, env, settings, workdir, clock, by_event)
+        return ship(app, source, config, model, env, settings, workdir, clock, by_event)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -188,7 +190,7 @@ def run_delivery(model_name: str, model_version: int | None, git_ref: str, envir
 
 @flow(name="deliver")
 def deliver(model_name: str, model_version: int | None = None, git_ref: str = "main",
-            environment: str = "staging") -> Delivery:
+            environment: str = "staging", app: str | None = None) -> Delivery:
     """Delivers the app at a git ref with a model version to an environment, or fails clearly.
 
     Tests the app at `git_ref`, resolves and verifies the model, builds the image (unless the
@@ -200,33 +202,44 @@ def deliver(model_name: str, model_version: int | None = None, git_ref: str = "m
         model_version: a version to pin; empty means the newest published one.
         git_ref: branch, tag or commit SHA of the app's repository.
         environment: where to roll out (`staging` or `production`).
-
-    Returns:
-        The outcome, the digest that serves and where it answers.
-    """
-    by_event = (runtime_deployment.name or "") in EVENT_DEPLOYMENTS
-    return run_delivery(model_name, model_version, git_ref, environment, by_event=by_event)
-
-
-@flow(name="deliver-commit")
-def deliver_commit(sha: str, environment: str = "staging", repo: str | None = None, ref: str | None = None,
-                   pusher: str | None = None) -> Delivery:
-    """Delivers a pushed commit with the model that serves in the environment now (or the newest).
-
-    Args:
-        sha: the pushed commit.
-        environment: where to roll out.
-        repo: the repository the push came from (for the record).
-        ref: the pushed ref (for the record).
-        pusher: who pushed (for the record).
+        app: the app to deliver; empty means the app that claims the model.
 
     Returns:
         The outcome, the digest that serves and where it answers.
     """
     settings = Settings()
-    serving = read_serving(settings.environment(environment), settings)
-    name = serving.model_name if serving and serving.model_name else settings.default_model
+    apps = all_apps(settings)
+    registration = find_app(apps, app) if app else route(apps, model_name, "models")
+    by_event = (runtime_deployment.name or "") in EVENT_DEPLOYMENTS
+    return run_delivery(registration, model_name, model_version, git_ref, environment, settings, by_event=by_event)
+
+
+@flow(name="deliver-commit")
+def deliver_commit(sha: str, environment: str = "staging", repo: str | None = None, ref: str | None = None,
+                   pusher: str | None = None, app: str | None = None) -> Delivery:
+    """Delivers a pushed commit with the model that serves in the environment now (or the newest).
+
+    Args:
+        sha: the pushed commit.
+        environment: where to roll out.
+        repo: the repository the push came from (owner/repo): it names the app, unless `app` does.
+        ref: the pushed ref (for the record).
+        pusher: who pushed (for the record).
+        app: the app to deliver; empty means the app whose `sources` claim `repo`.
+
+    Returns:
+        The outcome, the digest that serves and where it answers.
+    """
+    settings = Settings()
+    apps = all_apps(settings)
+    registration = find_app(apps, app) if app else route(apps, repo or "", "sources")
+    serving = read_serving(registration, registration.environment(environment), settings)
+    name = serving.model_name if serving and serving.model_name else registration.default_model
+    if not name:
+        raise ConfigurationError(f"nothing serves of {registration.name} in {environment} and its registration names no "
+                                 "default_model; deliver a model first (`aiship deliver MODEL --app "
+                                 f"{registration.name}`) or add default_model to its registration")
     version = serving.model_version if serving and serving.model_name == name else None
-    get_run_logger().info("push of %s to %s by %s: delivering with model %s v%s", sha[:12], ref or "?",
-                          pusher or "?", name, version or "newest")
-    return run_delivery(name, version, sha, environment, by_event=True)
+    get_run_logger().info("push of %s to %s of %s by %s: delivering %s with model %s v%s", sha[:12], ref or "?",
+                          repo or "?", pusher or "?", registration.name, name, version or "newest")
+    return run_delivery(registration, name, version, sha, environment, settings, by_event=True)

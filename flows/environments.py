@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.app_config import ServeSection
 from flows.errors import ConfigurationError, PlatformError, RolloutError
 from flows.settings import Environment, Settings
 
+if TYPE_CHECKING:
+    from flows.apps import AppRegistration
+
 ANNOTATION_PREFIX = "io.aiship/"
+APP = "io.aiship/app"
 GIT_SHA = "io.aiship/git-sha"
 MODEL_NAME = "io.aiship/model-name"
 MODEL_VERSION = "io.aiship/model-version"
@@ -23,6 +27,7 @@ MODEL_SHA256 = "io.aiship/model-sha256"
 DIGEST = "io.aiship/digest"
 SERVE = "io.aiship/serve"  # the app's [serve] facts (port, paths, resources) as JSON: promote and rollback reuse them
 DEPLOYED_AT = "io.aiship/deployed-at"  # on the Deployment only: the pod template stays identical across re-deliveries
+FLOW_RUN = "io.aiship/flow-run"  # on the Deployment only (and so on its ReplicaSets): the Prefect run that rolled it out
 REVISION = "deployment.kubernetes.io/revision"
 # On a ReplicaSet whose rollout failed: the revision that failed (the controller bumps the
 # revision when it reuses the ReplicaSet, so a later success of the same template counts again).
@@ -50,6 +55,7 @@ class ReleaseInfo:
     model_name: str
     model_version: int
     model_sha256: str
+    app: str  # the registered app's name: its Deployment, Service and image repository
     serve: ServeSection = ServeSection()  # how the app is reached, from its aiship.toml at git_sha
 
     def __post_init__(self) -> None:
@@ -63,6 +69,7 @@ class ReleaseInfo:
     def annotations(self) -> dict[str, str]:
         """The pod template's `io.aiship/*` annotations (annotation values are strings)."""
         return {
+            APP: self.app,
             GIT_SHA: self.git_sha,
             MODEL_NAME: self.model_name,
             MODEL_VERSION: str(self.model_version),
@@ -73,9 +80,9 @@ class ReleaseInfo:
 
     @classmethod
     def from_pushed(cls, pushed: Any, git_sha: str, model_name: str, model_version: int, model_sha256: str,
-                    serve: ServeSection = ServeSection()) -> ReleaseInfo:
+                    app: str, serve: ServeSection = ServeSection()) -> ReleaseInfo:
         """Builds a release from anything with a `.ref` (flows.registry.PushedImage) and the model's facts."""
-        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256, serve)
+        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256, app, serve)
 
 
 @dataclass(frozen=True)
@@ -94,20 +101,24 @@ class ServingVersion:
     replicas_ready: int
     replicas_desired: int
     address: str
+    app: str = ""
     serve: ServeSection = ServeSection()
 
     def release(self) -> ReleaseInfo:
         """This version as a release to roll out again (promote, rollback): same image by digest, nothing rebuilt."""
-        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256, self.serve)
+        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256,
+                           self.app, self.serve)
 
 
-def parse_annotations(annotations: dict[str, str] | None, image: str) -> dict[str, Any]:
-    """The release fields from `io.aiship/*` annotations; a missing one is '' (the digest falls back to the image's)."""
+def parse_annotations(annotations: dict[str, str] | None, image: str, app: str = "") -> dict[str, Any]:
+    """The release fields from `io.aiship/*` annotations; a missing one is '' (the digest falls back to the
+    image's, the app to `app`, the name of the Deployment they were read from)."""
     ann = annotations or {}
     version = ann.get(MODEL_VERSION, "")
     digest = ann.get(DIGEST) or (image.rsplit("@", 1)[1] if "@sha256:" in image else "")
     return {
         "image": image,
+        "app": ann.get(APP) or app,
         "digest": digest,
         "git_sha": ann.get(GIT_SHA, ""),
         "model_name": ann.get(MODEL_NAME, ""),
@@ -192,16 +203,16 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
     desired = deployment["spec"].get("replicas", 0)
     if desired == 0:
         return None
-    fields = parse_annotations(deployment["metadata"].get("annotations"), app_image(deployment["spec"]["template"]))
+    fields = parse_annotations(deployment["metadata"].get("annotations"), app_image(deployment["spec"]["template"]), app_name)
     ready = (deployment.get("status") or {}).get("readyReplicas", 0)
     return ServingVersion(environment.name, environment.namespace, replicas_ready=ready, replicas_desired=desired,
                           address=address(environment), **fields)
 
 
-def serving(settings: Settings, api_client, names: list[str] | None = None) -> dict[str, ServingVersion | None]:
-    """What serves in each environment (all of them, or `names`), by environment name."""
-    envs = [settings.environment(n) for n in names] if names else list(settings.environments.values())
-    return {env.name: serving_version(api_client, env, settings.app_name) for env in envs}
+def serving(app: AppRegistration, api_client, names: list[str] | None = None) -> dict[str, ServingVersion | None]:
+    """What serves of `app` in each of its environments (all of them, or `names`), by environment name."""
+    envs = [app.environment(n) for n in names] if names else list(app.environments.values())
+    return {env.name: serving_version(api_client, env, app.name) for env in envs}
 
 
 def previous_releases(api_client, environment: Environment, app_name: str) -> list[ServingVersion]:
@@ -218,7 +229,7 @@ def previous_releases(api_client, environment: Environment, app_name: str) -> li
         if meta.get(FAILED_REVISION) and meta.get(FAILED_REVISION) == meta.get(REVISION):
             continue  # a rollout that failed and was undone: it never served
         template = rs["spec"]["template"]
-        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template))
+        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template), app_name)
         if not fields["digest"] or fields["digest"] in seen:
             continue
         seen.add(fields["digest"])
@@ -271,14 +282,59 @@ def serving_markdown(table: dict[str, ServingVersion | None]) -> str:
     return "\n".join(lines)
 
 
-def status_lines(table: dict[str, ServingVersion | None]) -> list[str]:
-    """The "what serves where" table as aligned text lines, for `aiship status`."""
-    rows = [("ENVIRONMENT", "DIGEST", "GIT SHA", "MODEL", "READY", "DEPLOYED AT", "ADDRESS")]
-    for name, v in table.items():
-        if v is None:
-            rows.append((name, "(nothing serves)", "-", "-", "0/0", "-", "-"))
-        else:
-            rows.append((name, v.digest, v.git_sha[:12] or "-", f"{v.model_name} v{v.model_version}",
-                         f"{v.replicas_ready}/{v.replicas_desired}", v.deployed_at or "-", v.address))
+def status_lines(tables: dict[str, dict[str, ServingVersion | None]]) -> list[str]:
+    """What serves of each app in each environment, as aligned text lines, for `aiship status`."""
+    rows = [("APP", "ENVIRONMENT", "DIGEST", "GIT SHA", "MODEL", "READY", "DEPLOYED AT", "ADDRESS")]
+    for app, table in tables.items():
+        for name, v in table.items():
+            if v is None:
+                rows.append((app, name, "(nothing serves)", "-", "-", "0/0", "-", "-"))
+            else:
+                rows.append((app, name, v.digest, v.git_sha[:12] or "-", f"{v.model_name} v{v.model_version}",
+                             f"{v.replicas_ready}/{v.replicas_desired}", v.deployed_at or "-", v.address))
+    return aligned(rows)
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as text lines with aligned columns."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One revision of an app's Deployment in an environment: what it ran, when, by which run, how it ended."""
+
+    revision: int
+    digest: str
+    git_sha: str
+    model: str
+    deployed_at: str
+    flow_run: str
+    state: str  # "serving" | "served" | "failed"
+
+
+def history(api_client, environment: Environment, app_name: str) -> list[HistoryEntry]:
+    """Every revision Kubernetes keeps of the app's Deployment in `environment`, newest first."""
+    now = serving_version(api_client, environment, app_name)
+    entries = []
+    for rs in replica_sets(api_client, environment.namespace, app_name):
+        meta = rs["metadata"].get("annotations") or {}
+        template = rs["spec"]["template"]
+        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template), app_name)
+        failed = bool(meta.get(FAILED_REVISION)) and meta.get(FAILED_REVISION) == meta.get(REVISION)
+        serving_now = now is not None and fields["digest"] == now.digest and not failed
+        state = "failed" if failed else "serving" if serving_now else "served"
+        entries.append(HistoryEntry(int(meta.get(REVISION, "0")), fields["digest"], fields["git_sha"],
+                                    f"{fields['model_name']} v{fields['model_version']}",
+                                    meta.get(DEPLOYED_AT) or rs["metadata"].get("creationTimestamp", ""),
+                                    meta.get(FLOW_RUN, ""), state))
+    return entries
+
+
+def history_lines(entries: list[HistoryEntry]) -> list[str]:
+    """The history as aligned text lines, for `aiship history`."""
+    rows = [("REVISION", "STATE", "DIGEST", "GIT SHA", "MODEL", "DEPLOYED AT", "FLOW RUN")]
+    rows += [(str(e.revision), e.state, e.digest, e.git_sha[:12] or "-", e.model, e.deployed_at or "-", e.flow_run or "-")
+             for e in entries]
+    return aligned(rows)

@@ -12,6 +12,7 @@ from prefect.input import RunInput
 from flows import environments as envs
 from flows.deliver import read_serving
 from flows.environments import ReleaseInfo, ServingVersion
+from flows.apps import app_named
 from flows.errors import ConfigurationError
 from flows.locks import environment_lock
 from flows.rollout import RolloutResult, roll_out
@@ -30,6 +31,7 @@ class Approval(RunInput):
 class Promotion:
     """How a promotion ended: the digest now serving in the target, or why nothing changed."""
 
+    app: str
     source: str
     target: str
     ref: str
@@ -53,7 +55,7 @@ def approval_markdown(release: ReleaseInfo, source: str, target: str, answer: Ap
 
 @flow(name="promote")
 def promote(source_environment: str = "staging", target_environment: str = "production",
-            approval_timeout_seconds: int = 86400) -> Promotion:
+            approval_timeout_seconds: int = 86400, app: str | None = None) -> Promotion:
     """Puts the digest serving in staging into production after a reviewer approves it in the UI.
 
     The run pauses and waits for typed input (approve or reject, reviewer, comment); the decision
@@ -63,28 +65,35 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
         source_environment: where the tested digest serves now.
         target_environment: where it goes after approval.
         approval_timeout_seconds: how long the run waits for a decision before it fails.
+        app: the app to promote; empty means the only app aiship delivers.
 
     Returns:
         The decision and the digest now serving in the target (unchanged when rejected).
     """
     settings = Settings()
-    source, target = settings.environment(source_environment), settings.environment(target_environment)
-    serving = read_serving(source, settings)
+    registration = app_named(settings, app)
+    source, target = registration.environment(source_environment), registration.environment(target_environment)
+    serving = read_serving(registration, source, settings)
     if serving is None:
-        raise ConfigurationError(f"nothing serves in {source.name} to promote; deliver there first")
+        raise ConfigurationError(f"nothing of {registration.name} serves in {source.name} to promote; deliver there first")
     release = serving.release()
-    create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, None))
-    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
-        description=f"Promote `{release.ref}` ({release.model_name} v{release.model_version}, "
-                    f"git {release.git_sha[:12]}) from {source.name} to {target.name}?",
-        approve=False, reviewer=""), timeout=approval_timeout_seconds)
-    create_markdown_artifact(key="promotion", markdown=approval_markdown(release, source.name, target.name, answer))
+    key = f"promotion-{registration.name}"
+    create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))
+    if registration.promotion_needs_approval:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
+            description=f"Promote {registration.name} `{release.ref}` ({release.model_name} v{release.model_version}, "
+                        f"git {release.git_sha[:12]}) from {source.name} to {target.name}?",
+            approve=False, reviewer=""), timeout=approval_timeout_seconds)
+    else:
+        answer = Approval(approve=True, reviewer="(no approval needed: the app's registration)")
+    create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, answer))
     if answer.approve:
-        with environment_lock(settings.app_name, target.name):
+        with environment_lock(registration.name, target.name):
             roll_out(release, target)
     else:
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
-    return Promotion(source.name, target.name, release.ref, answer.approve, answer.reviewer, answer.comment)
+    return Promotion(registration.name, source.name, target.name, release.ref, answer.approve, answer.reviewer,
+                     answer.comment)
 
 
 def pick_release(previous: list[ServingVersion], digest: str | None, environment: str) -> ServingVersion:
@@ -102,24 +111,27 @@ def pick_release(previous: list[ServingVersion], digest: str | None, environment
 
 
 @flow(name="rollback")
-def rollback(environment: str = "staging", digest: str | None = None) -> RolloutResult:
+def rollback(environment: str = "staging", digest: str | None = None, app: str | None = None) -> RolloutResult:
     """Rolls an environment back to a digest that served before, without building anything.
 
     Args:
         environment: the environment to roll back.
         digest: the digest to go back to (`sha256:…`); empty means the one that served before.
+        app: the app to roll back; empty means the only app aiship delivers.
 
     Returns:
         The rollout's result: what serves now and what served before.
     """
     settings = Settings()
-    env = settings.environment(environment)
+    registration = app_named(settings, app)
+    env = registration.environment(environment)
     api_client = envs.kubernetes_client(settings)
     try:
-        previous = envs.previous_releases(api_client, env, settings.app_name)
+        previous = envs.previous_releases(api_client, env, registration.name)
     finally:
         api_client.close()
     target = pick_release(previous, digest, env.name)
-    get_run_logger().info("rolling %s back to %s (%s v%s)", env.name, target.digest, target.model_name, target.model_version)
-    with environment_lock(settings.app_name, env.name):
+    get_run_logger().info("rolling %s of %s back to %s (%s v%s)", env.name, registration.name, target.digest,
+                          target.model_name, target.model_version)
+    with environment_lock(registration.name, env.name):
         return roll_out(target.release(), env)

@@ -23,9 +23,11 @@ from importlib.resources import files
 import jinja2
 import yaml
 from prefect import get_run_logger, task
+from prefect.runtime import flow_run as runtime_flow_run
 
 from flows import environments as envs
 from flows import kube
+from flows.apps import all_apps, find_app
 from flows.environments import ReleaseInfo, app_image, require_pinned
 from flows.errors import RolloutError
 from flows.retry import backoff_delays, retry_condition
@@ -99,17 +101,18 @@ def render_manifests(release: ReleaseInfo, environment: Environment, settings: S
     """Renders namespace, Service and Deployment for `release` in `environment` from the packaged templates."""
     require_pinned(release.ref)
     serve = release.serve
-    labels = {"app.kubernetes.io/name": settings.app_name, "app.kubernetes.io/managed-by": "aiship",
+    labels = {"app.kubernetes.io/name": release.app, "app.kubernetes.io/managed-by": "aiship",
               "io.aiship/environment": environment.name}
     env = [{"name": "AISHIP_APP_ENVIRONMENT", "value": environment.name}]
     env += [{"name": k, "value": v} for k, v in sorted(environment.app_env.items()) if k != "AISHIP_APP_ENVIRONMENT"]
     values = {
-        "app_name": settings.app_name, "namespace": environment.namespace, "labels": labels,
+        "app_name": release.app, "namespace": environment.namespace, "labels": labels,
         "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name},
-        "selector": {"app.kubernetes.io/name": settings.app_name}, "node_port": environment.node_port,
+        "selector": {"app.kubernetes.io/name": release.app}, "node_port": environment.node_port,
         "replicas": replicas(environment, release), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
         "pod_annotations": release.annotations(),
-        "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at},
+        "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at,
+                                   envs.FLOW_RUN: str(runtime_flow_run.id or "")},
         "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
         "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": settings.rollout_max_surge, "revision_history_limit": 10,
         "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": serve.port,
@@ -230,7 +233,7 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
     """Applies `release` to `environment`, waits until it serves; on failure restores what served before and raises."""
     require_pinned(release.ref)
     started = time.monotonic()
-    name, ns = settings.app_name, environment.namespace
+    name, ns = release.app, environment.namespace
     deployed_at = _utc_now()
     manifests = render_manifests(release, environment, settings, deployed_at)
     current = kube.read_deployment(api_client, ns, name)
@@ -299,31 +302,30 @@ def result_markdown(result: RolloutResult) -> str:
 
 
 @task(name="roll-out", retries=3, retry_delay_seconds=backoff_delays(4, first=2.0), retry_condition_fn=retry_condition)
-def roll_out(release: ReleaseInfo, environment: str | Environment = "staging", kubeconfig: str | None = None) -> RolloutResult:
+def roll_out(release: ReleaseInfo, environment: Environment, kubeconfig: str | None = None) -> RolloutResult:
     """Rolls a digest-pinned image out to an environment and rolls back by itself when it fails.
 
     Retried only for transient API errors (connection, timeout, 5xx, 429); a failed rollout is an
     answer and raises RolloutError at once, after what served before is restored.
 
     Args:
-        release: the image by digest and the git SHA and model it carries.
-        environment: an environment name from settings, or an Environment.
+        release: the image by digest, the app, and the git SHA and model it carries.
+        environment: one of the app's environments.
         kubeconfig: a kubeconfig file to use instead of the KubernetesCredentials block.
 
     Returns:
         RolloutResult: what serves now, where, and what served before.
     """
     settings = Settings()
-    env = settings.environment(environment) if isinstance(environment, str) else environment
     api_client = envs.kubernetes_client(settings, kubeconfig)
     try:
-        return _roll_out_and_publish(api_client, release, env, settings)
+        return _roll_out_and_publish(api_client, release, environment, settings)
     finally:
         api_client.close()
 
 
 def _roll_out_and_publish(api_client, release: ReleaseInfo, env: Environment, settings: Settings) -> RolloutResult:
-    key = f"rollout-{env.name}".lower().replace("_", "-")
+    key = f"rollout-{release.app}-{env.name}".lower().replace("_", "-")
     try:
         result = roll_out_release(api_client, release, env, settings)
     except RolloutError as exc:
@@ -332,10 +334,10 @@ def _roll_out_and_publish(api_client, release: ReleaseInfo, env: Environment, se
         raise
     _publish(result_markdown(result), key, f"rollout of {result.digest} to {env.name}")
     try:
-        table = envs.serving(settings, api_client)
+        table = envs.serving(find_app(all_apps(settings), release.app), api_client)
     except Exception as exc:  # the rollout succeeded; a table we cannot read now must not fail it
         _log().warning("could not read what serves where after the rollout: %s", exc)
     else:
-        _publish(envs.serving_markdown(table), "what-serves-where", "what serves in each environment")
+        _publish(envs.serving_markdown(table), f"what-serves-where-{release.app}", f"what serves of {release.app} in each environment")
     _log().info("%s serves in %s at %s (%s s)", result.digest, env.name, result.address, result.seconds)
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class Environment(BaseModel):
     """Where one environment (staging, production) runs in the cluster."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Environment name, also the Prefect concurrency limit's name.")
     namespace: str = Field(description="Kubernetes namespace the app is deployed to.")
@@ -61,10 +63,12 @@ class Settings(BaseSettings):
     s3_credentials_block: str = Field(default="local-s3", description="Name of the S3 credentials block.")
 
     # --- delivery ---
-    git_repository: str | None = Field(default=None, description="Git repository (URL or path) the app's code is checked out from; defaults to this project's own repository.")
-    default_model: str = Field(default="breast-cancer", description="Model delivered with a pushed commit when nothing serves yet.")
-    app_tests_path: str = Field(default="app/tests", description="Path of the app's own test suite inside its repository.")
-    app_name: str = Field(default="aiship-app", description="Image repository and Kubernetes app name.")
+    # The first app (its registration needs no file): apps registered with `aiship app register` add to it.
+    git_repository: str | None = Field(default=None, description="Git repository (URL or path) the first app's code is checked out from; defaults to this project's own repository.")
+    default_model: str = Field(default="breast-cancer", description="Model delivered with a pushed commit of the first app when nothing serves yet.")
+    app_name: str = Field(default="aiship-app", description="The first app's name: its aiship.toml must say the same; its image repository and Kubernetes name.")
+    app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
+    app_sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose pushes deliver the first app (globs; JSON list).")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
@@ -90,6 +94,14 @@ class Settings(BaseSettings):
     def prefect_api_url(self) -> str:
         """The local Prefect server's API URL."""
         return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def default_app(self):
+        """The first app's registration, made from these settings (`flows.apps.AppRegistration`)."""
+        from flows.apps import AppRegistration
+
+        return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
+                               models=self.app_models, default_model=self.default_model,
+                               environments=self.environments)
 
     def environment(self, name: str) -> Environment:
         """The environment called `name`, or a clear error listing the known ones."""

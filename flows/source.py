@@ -12,7 +12,6 @@ from prefect import task
 
 from flows.errors import ConfigurationError
 from flows.retry import retry_condition
-from flows.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,6 @@ def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> Source
 
 
 @task(name="check-out", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_condition)
-def check_out(git_ref: str, settings: Settings) -> SourceTree:
+def check_out(repository: str, git_ref: str) -> SourceTree:
     """Checks out the app's repository at `git_ref` into a temporary work tree."""
-    return checkout(settings.git_repository_url, git_ref)
+    return checkout(repository, git_ref)

@@ -128,7 +128,7 @@ def test_4_digest_that_does_not_exist_rolls_back(e2e_environment, model_name, ku
     from flows.rollout import roll_out
 
     missing = f"{settings.registry_host}/{settings.app_name}@sha256:{'0' * 64}"
-    release = ReleaseInfo(missing, STATE["v2"].git_sha, model_name, 2, STATE["v2"].model_sha256)
+    release = ReleaseInfo(missing, STATE["v2"].git_sha, model_name, 2, STATE["v2"].model_sha256, settings.app_name)
     error, load, watcher = deliver_during_load(e2e_environment, kube, lambda: roll_out(release, e2e_environment))
     assert isinstance(error, RolloutError) and error.reason in ("ImagePullBackOff", "ErrImagePull"), repr(error)
     assert load.ok > 20 and load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"

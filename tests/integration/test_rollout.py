@@ -163,7 +163,8 @@ def environment(api_client, namespaces, suffix: str) -> Environment:
 
 def release(ref: str, version: int) -> ReleaseInfo:
     git_sha = hashlib.sha1(ref.encode()).hexdigest()  # the same image, the same commit: a re-delivery is identical
-    return ReleaseInfo(ref=ref, git_sha=git_sha, model_name="iris", model_version=version, model_sha256="e" * 64)
+    return ReleaseInfo(ref=ref, git_sha=git_sha, model_name="iris", model_version=version, model_sha256="e" * 64,
+                       app=Settings().app_name)
 
 
 def version_at(env: Environment) -> dict:

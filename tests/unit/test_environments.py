@@ -16,7 +16,7 @@ REPO = "127.0.0.1:5000/aiship-app"
 
 
 def annotations(digest: str, version: int, deployed_at: str | None = None) -> dict[str, str]:
-    ann = ReleaseInfo(f"{REPO}@{digest}", "f" * 40, "iris", version, "e" * 64).annotations()
+    ann = ReleaseInfo(f"{REPO}@{digest}", "f" * 40, "iris", version, "e" * 64, "aiship-app").annotations()
     return ann | ({envs.DEPLOYED_AT: deployed_at} if deployed_at else {})
 
 
@@ -58,11 +58,12 @@ def cluster(monkeypatch):
 
 
 SETTINGS = Settings()
+APP = SETTINGS.default_app()  # the first app, registered by the settings
 API = client.ApiClient()
 
 
 def test_release_annotations_round_trip():
-    rel = ReleaseInfo(f"{REPO}@{D1}", "f" * 40, "iris", 7, "e" * 64)
+    rel = ReleaseInfo(f"{REPO}@{D1}", "f" * 40, "iris", 7, "e" * 64, "aiship-app")
     fields = parse_annotations(rel.annotations(), rel.ref)
     assert (fields["digest"], fields["model_version"], fields["git_sha"], fields["model_name"]) == (D1, 7, "f" * 40, "iris")
 
@@ -74,7 +75,7 @@ def test_missing_annotations_fall_back_to_the_image_digest():
 
 def test_serving_reads_each_environment(cluster):
     cluster["deployments"]["aiship-staging"] = deployment(D2, 2, ready=1)
-    table = serving(SETTINGS, API)
+    table = serving(APP, API)
     assert set(table) == {"staging", "production"} and table["production"] is None
     staging = table["staging"]
     assert (staging.digest, staging.model_version, staging.git_sha, staging.model_sha256) == (D2, 2, "f" * 40, "e" * 64)
@@ -85,12 +86,12 @@ def test_serving_reads_each_environment(cluster):
 
 def test_a_deployment_scaled_to_zero_serves_nothing(cluster):
     cluster["deployments"]["aiship-production"] = deployment(D1, 1, replicas=0, ready=0)
-    assert serving(SETTINGS, API, ["production"]) == {"production": None}
+    assert serving(APP, API, ["production"]) == {"production": None}
 
 
 def test_an_unknown_environment_is_named(cluster):
-    with pytest.raises(ConfigurationError, match="unknown environment 'qa'"):
-        serving(SETTINGS, API, ["qa"])
+    with pytest.raises(ConfigurationError, match="app aiship-app has no environment 'qa'; its environments: production, staging"):
+        serving(APP, API, ["qa"])
 
 
 def test_previous_releases_newest_first_without_the_serving_one(cluster):
@@ -108,14 +109,14 @@ def test_previous_releases_newest_first_without_the_serving_one(cluster):
 
 def test_what_serves_where_as_markdown_and_text(cluster):
     cluster["deployments"]["aiship-staging"] = deployment(D2, 2)
-    table = serving(SETTINGS, API)
+    table = serving(APP, API)
     md = serving_markdown(table)
     assert md.splitlines()[0].startswith("| environment | git SHA | model |")
     assert f"`{D2}`" in md and "| production | — |" in md
-    lines = status_lines(table)
-    assert lines[0].split()[0:2] == ["ENVIRONMENT", "DIGEST"]
+    lines = status_lines({"aiship-app": table, "regressor": {"staging": None}})
+    assert lines[0].split()[0:3] == ["APP", "ENVIRONMENT", "DIGEST"]
     assert D2 in lines[1] and "iris v2" in lines[1] and "2/2" in lines[1] and "http://127.0.0.1:16180" in lines[1]
-    assert "(nothing serves)" in lines[2]
+    assert "(nothing serves)" in lines[2] and lines[3].split()[:3] == ["regressor", "staging", "(nothing"]
 
 
 def test_a_kubeconfig_that_does_not_exist_says_what_to_do(tmp_path):

@@ -19,7 +19,8 @@ ENV = Environment(name="test", namespace="aiship-test", replicas=2, node_port=16
 
 
 def release(ref: str = REF2, version: int = 2) -> ReleaseInfo:
-    return ReleaseInfo(ref=ref, git_sha="a" * 40, model_name="iris", model_version=version, model_sha256="b" * 64)
+    return ReleaseInfo(ref=ref, git_sha="a" * 40, model_name="iris", model_version=version, model_sha256="b" * 64,
+                       app="aiship-app")
 
 
 @pytest.fixture()
@@ -88,6 +89,26 @@ def test_the_manifest_sets_the_environment_for_the_app(settings):
                                 {"name": "AISHIP_APP_FLAG", "value": "on"}]
 
 
+def test_the_apps_serve_facts_name_the_deployment_and_fill_port_probes_and_resources(settings):
+    from flows.app_config import Resources, ServeSection
+
+    serve = ServeSection(port=9000, health_path="/live", ready_path="/ready", replicas=3,
+                         resources=Resources(cpu_limit="2", memory_limit="1Gi"))
+    other = ReleaseInfo(REF2, "a" * 40, "iris", 2, "b" * 64, app="regressor", serve=serve)
+    m = render_manifests(other, ENV.model_copy(update={"replicas": None}), settings, "t")
+    spec = m.deployment["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert m.deployment["metadata"]["name"] == m.service["metadata"]["name"] == "regressor"
+    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": "regressor"} and spec["replicas"] == 3
+    assert container["ports"][0]["containerPort"] == 9000
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready" and container["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    # promote and rollback read the serve facts back from the pod template
+    from flows.environments import parse_annotations
+
+    assert parse_annotations(spec["template"]["metadata"]["annotations"], REF2)["serve"] == serve
+
+
 def test_service_answers_on_the_environments_node_port(settings):
     m = render_manifests(release(), ENV, settings, "t")
     port = m.service["spec"]["ports"][0]
@@ -98,7 +119,8 @@ def test_service_answers_on_the_environments_node_port(settings):
 
 
 def test_a_value_cannot_break_the_yaml(settings):
-    odd = ReleaseInfo(REF1, git_sha="x: y\n- z", model_name='"quoted" # not a comment', model_version=1, model_sha256="{}")
+    odd = ReleaseInfo(REF1, git_sha="x: y\n- z", model_name='"quoted" # not a comment', model_version=1, model_sha256="{}",
+                      app="aiship-app")
     pod = render_manifests(odd, ENV, settings, "t").deployment["spec"]["template"]
     assert pod["metadata"]["annotations"][GIT_SHA] == "x: y\n- z"
     assert pod["metadata"]["annotations"]["io.aiship/model-name"] == '"quoted" # not a comment'
