@@ -111,11 +111,16 @@ def model_publish(
     from flows.model_store import get_store
 
     settings = Settings()
+    available, where = events.prefect_api_status()
     try:
         if app_config:
             config = parse_app_config(app_config.read_text(), str(app_config))
         else:  # the app that will serve the model, whose loader the model must suit
-            config = config_at(route(all_apps(settings), name, "models"))
+            # Registered apps live on the Prefect server; without it only the first app is known.
+            apps = all_apps(settings) if available else [settings.default_app()]
+            if not available:
+                typer.echo(f"registered apps not read ({where}): checking against {apps[0].name}, the first app")
+            config = config_at(route(apps, name, "models"))
         ref = get_store(settings, store).publish(path, name, allowed_types=config.model.types, app=f"app {config.name}")
     except AishipError as exc:
         fail(exc)
@@ -123,7 +128,6 @@ def model_publish(
     if not event:
         typer.echo(f"event {events.MODEL_REGISTERED} not emitted (--no-event)")
         return
-    available, where = events.prefect_api_status()
     if not available:
         typer.echo(f"event {events.MODEL_REGISTERED} not emitted: {where}")
         return

@@ -78,6 +78,10 @@ def init_command(
     test_requirements: Annotated[str, typer.Option(help="What the tests need on top of them.")] = "requirements-test.txt",
     model: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="A model file (skops) the app loads: its types become [model] types.")] = None,
     model_types: Annotated[str | None, typer.Option(help="Comma-separated types the app's loader accepts (instead of --model).")] = None,
+    health_path: Annotated[str, typer.Option(help="Liveness path: 200 while the process is sound.")] = "/healthz",
+    ready_path: Annotated[str, typer.Option(help="Readiness path: 200 once the model is loaded.")] = "/readyz",
+    version_path: Annotated[str, typer.Option(help="JSON naming the git SHA and the model.")] = "/version",
+    predict_path: Annotated[str, typer.Option(help="POST {\"instances\": [...]} -> {\"predictions\": [...]}.")] = "/predict",
     force: Annotated[bool, typer.Option("--force", help="Replace an aiship.toml or Dockerfile that says something else.")] = False,
 ) -> None:
     """Write aiship.toml (and a Dockerfile in aiship's layer order, where the app has none), then print what to do next."""
@@ -93,7 +97,8 @@ def init_command(
             name=_ask(name, "app name", repo.name.lower().replace("_", "-")),
             wsgi=_ask(wsgi, "WSGI app (module:callable)", "app:app"), port=int(_ask(port, "port", 8080)),
             code_dir=_ask(code_dir, "code folder", "app"), tests_dir=_ask(tests_dir, "tests folder", "tests"),
-            requirements=requirements, test_requirements=test_requirements, model_types=types)
+            requirements=requirements, test_requirements=test_requirements, model_types=types,
+            health_path=health_path, ready_path=ready_path, version_path=version_path, predict_path=predict_path)
         written = init_repository(repo, answers, force)
     except AishipError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -31,6 +31,10 @@ class InitAnswers:
     test_requirements: str
     model_types: tuple[str, ...]
     model_dir: str = "/opt/model"
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    version_path: str = "/version"
+    predict_path: str = "/predict"
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,10 @@ types = {_toml_list(sorted(answers.model_types))}
 
 [serve]
 port = {answers.port}
-health_path = "/healthz"
-ready_path = "/readyz"
-version_path = "/version"
-predict_path = "/predict"
+health_path = {json.dumps(answers.health_path)}
+ready_path = {json.dumps(answers.ready_path)}
+version_path = {json.dumps(answers.version_path)}
+predict_path = {json.dumps(answers.predict_path)}
 
 [tests]
 stage = "test"

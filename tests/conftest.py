@@ -30,3 +30,7 @@ def docker_client():
         pytest.fail(f"dockerd is not reachable ({exc}); start it with `aiship local up docker`")
     yield client
     client.close()
+
+# The fixture apps' own tests run inside their images (tests/integration/test_sandbox.py and the
+# e2e tests); collected here, reach's probes would reach this host on purpose.
+collect_ignore_glob = ["fixtures/apps/*"]
