@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.errors import ConfigurationError
 
+M = TypeVar("M", bound=BaseModel)
 CONFIG_FILE = "aiship.toml"
 JUNIT_PLACEHOLDER = "{junit}"
 _NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
@@ -65,6 +67,7 @@ def _pattern(regex: re.Pattern[str], expected: str):
     return check
 
 
+AppName = Annotated[str, AfterValidator(_pattern(_NAME, "lower-case letters, digits and '-', starting with a letter, at most 40 characters"))]
 RepoPath = Annotated[str, AfterValidator(_relative_path)]
 UrlPath = Annotated[str, AfterValidator(_url_path)]
 CpuQuantity = Annotated[str, AfterValidator(_pattern(_CPU, "a Kubernetes CPU quantity such as '250m' or '1'"))]
@@ -78,8 +81,7 @@ class _Section(BaseModel):
 class AppSection(_Section):
     """[app]: who the app is."""
 
-    name: Annotated[str, AfterValidator(_pattern(_NAME, "lower-case letters, digits and '-', starting with a letter, at most 40 characters"))] = Field(
-        description="The app's name: its image repository and its Kubernetes Deployment and Service.")
+    name: AppName = Field(description="The app's name: its image repository and its Kubernetes Deployment and Service.")
 
 
 class BuildSection(_Section):
@@ -228,16 +230,26 @@ def _problem(text: str, error: dict) -> str:
     return f"{_key(loc)}{f' (line {line})' if line else ''}: {message}"
 
 
-def parse_app_config(text: str, where: str = CONFIG_FILE) -> AppConfig:
-    """Parses and validates aiship.toml's text; raises AppConfigError naming every problem."""
+def load_toml(text: str, where: str, model: type[M], prepare: Callable[[dict], None] | None = None) -> M:
+    """Parses TOML `text` into `model`; raises AppConfigError naming every problem with its key and line.
+
+    `prepare` may fill what the file leaves implicit before validation (it must not raise).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AppConfigError(where, [f"not valid TOML: {exc}"]) from None
+    if prepare:
+        prepare(data)
     try:
-        return AppConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise AppConfigError(where, [_problem(text, e) for e in exc.errors()]) from None
+
+
+def parse_app_config(text: str, where: str = CONFIG_FILE) -> AppConfig:
+    """Parses and validates aiship.toml's text; raises AppConfigError naming every problem."""
+    return load_toml(text, where, AppConfig)
 
 
 def read_app_config(repo_dir: Path, where: str | None = None) -> AppConfig:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import tomllib
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.app_config import _NAME, AppConfig, AppConfigError, _problem, read_app_config, require_name
+from flows.app_config import AppConfig, AppName, load_toml, read_app_config, require_name
 from flows.errors import ConfigurationError
 from flows.settings import Environment, Settings
 from flows.source import SourceTree, checkout
@@ -34,7 +33,7 @@ class AppRegistration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="The app's name; its aiship.toml must say the same.")
+    name: AppName = Field(description="The app's name; its aiship.toml must say the same.")
     repository: str = Field(min_length=1, description="Git URL or path the app's code is checked out from.")
     sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
     branch: str = Field(default="main", min_length=1, description="The branch a model registration delivers with, and publish reads aiship.toml from.")
@@ -42,13 +41,6 @@ class AppRegistration(BaseModel):
     default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")
     environments: dict[str, Environment] = Field(min_length=1, description="Where the app runs, by environment name.")
     promotion_needs_approval: bool = Field(default=True, description="Whether promote waits for a reviewer.")
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
-            raise ValueError("lower-case letters, digits and '-', starting with a letter, at most 40 characters")
-        return value
 
     @model_validator(mode="after")
     def _environments_named(self) -> AppRegistration:
@@ -75,19 +67,17 @@ class AppRegistration(BaseModel):
         return f"{VARIABLE_PREFIX}{self.name}"
 
 
-def parse_registration(text: str, where: str) -> AppRegistration:
-    """An operator's app registration (TOML); raises AppConfigError naming the file, key and line of each problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise AppConfigError(where, [f"not valid TOML: {exc}"]) from None
-    for key, env in (data.get("environments") or {}).items() if isinstance(data.get("environments"), dict) else ():
+def _name_environments(data: dict) -> None:
+    """`[environments.staging]` names its environment: the table's key is the name."""
+    environments = data.get("environments")
+    for key, env in environments.items() if isinstance(environments, dict) else ():
         if isinstance(env, dict):
             env.setdefault("name", key)
-    try:
-        return AppRegistration.model_validate(data)
-    except ValidationError as exc:
-        raise AppConfigError(where, [_problem(text, e) for e in exc.errors()]) from None
+
+
+def parse_registration(text: str, where: str) -> AppRegistration:
+    """An operator's app registration (TOML); raises AppConfigError naming the file, key and line of each problem."""
+    return load_toml(text, where, AppRegistration, _name_environments)
 
 
 def check_no_clash(registration: AppRegistration, others: list[AppRegistration]) -> None:

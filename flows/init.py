@@ -18,6 +18,10 @@ from flows.errors import ConfigurationError
 DEFAULT_DOCKERFILE = "Dockerfile.wsgi"
 
 
+class _Placeholders(Template):
+    delimiter = "@"  # a Dockerfile uses `$` itself (ARG, ENV)
+
+
 @dataclass(frozen=True)
 class InitAnswers:
     """The few facts `aiship init` asks for."""
@@ -85,7 +89,7 @@ command = {_toml_list(["python", "-m", "pytest", tests_path, "-q", "-p", "no:cac
 
 def render_dockerfile(answers: InitAnswers) -> str:
     """aiship's default Dockerfile for a WSGI app, filled with `answers`."""
-    template = Template((files("flows") / "resources" / DEFAULT_DOCKERFILE).read_text())
+    template = _Placeholders((files("flows") / "resources" / DEFAULT_DOCKERFILE).read_text())
     return template.substitute(
         requirements_name=PurePosixPath(answers.requirements).name,
         test_requirements_name=PurePosixPath(answers.test_requirements).name,

@@ -26,8 +26,9 @@ from prefect import task
 from flows import oci
 from flows.distribution import RegistryAPI, RegistryHTTPError
 from flows.errors import ImagePushError
-from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, summary_table
+from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, BuiltImage, summary_table
 from flows.retry import retry_condition
+from flows.settings import Settings
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 EXISTING_STATUSES = frozenset({"Layer already exists"})
@@ -157,8 +158,8 @@ def push(client: Any, repo: str, tag: str, credentials: Any, log: Any = None) ->
     )
 
 
-def push_built(client: Any, built: Any, credentials: Any, log: Any = None) -> PushedImage:
-    """Pushes a built image (`flows.image.BuiltImage`): the code image with dockerd, then the model
+def push_built(client: Any, built: BuiltImage, credentials: Any, log: Any = None) -> PushedImage:
+    """Pushes a built image: the code image with dockerd, then the model
     layer, the config and the manifest over the registry's API. Returns it pinned by digest.
 
     The manifest's config is `built.config`, so the pushed image's id is the one smoke-tested.
@@ -235,14 +236,14 @@ def load_credentials(block_name: str) -> Any:
 
 
 @task(name="push-image", retries=4, retry_delay_seconds=[2, 5, 10, 20], retry_condition_fn=retry_condition)
-def push_image(built: Any, settings: Any) -> PushedImage:
+def push_image(built: BuiltImage, settings: Settings) -> PushedImage:
     """Pushes the smoke-tested image and returns it pinned by the digest the registry reports.
 
     Retries (2, 5, 10, 20 s) only transient failures: connection refused/reset, EOF, timeouts,
     5xx, 429. A refused login or an unknown repository fails at once.
 
     Args:
-        built: the image built and smoke-tested (`flows.image.BuiltImage`).
+        built: the image built and smoke-tested.
         settings: aiship's settings (the credentials block's name).
 
     Returns:
@@ -260,7 +261,8 @@ def push_image(built: Any, settings: Any) -> PushedImage:
         pushed = push_built(client, built, credentials, log=get_run_logger())
     finally:
         client.close()
-    create_markdown_artifact(key="image-push", markdown="\n".join(iter_push_summary(pushed)),
+    app = built.tag.rpartition(":")[0].rpartition("/")[2]
+    create_markdown_artifact(key=f"image-push-{app}", markdown="\n".join(iter_push_summary(pushed)),
                              description=f"Pushed {pushed.ref}")
     return pushed
 

@@ -8,6 +8,7 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
   answered, other events and other branches ignored (202); a replayed X-GitHub-Delivery is 200
   `duplicate` (409 `in-progress` while another worker is still emitting it). Emission is synchronous: if the Prefect server does not take the event, 503 and
   the delivery is not remembered, so a redelivery works.
+- POST /azure-repos: an Azure DevOps service hook's `git.push` (`flows/azure_repos.py`).
 - POST|OPTIONS /eventgrid: Event Grid schema (with the subscription-validation handshake) and
   CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
   `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
@@ -229,6 +230,11 @@ def _answer(code: int, /, **body: Any) -> tuple[Response, int]:
     return jsonify(body), code
 
 
+def secret() -> str:
+    """The receiver's shared secret (read once per process from its Prefect Secret block)."""
+    return current_app.extensions["aiship_webhooks"]["secret"]
+
+
 def _secret() -> str:
     return current_app.extensions["aiship_webhooks"]["secret"]
 
@@ -283,11 +289,12 @@ def github() -> tuple[Response, int]:
         return _answer(202, status="ignored", reason=f"ref {ref} does not match {branches}")
     if payload.get("deleted") or set(sha) == {"0"}:
         return _answer(202, status="ignored", reason=f"{ref} was deleted")
-    return _deliver_push(repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
+    return deliver_push("github", repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
 
 
-def _deliver_push(**fields: str) -> tuple[Response, int]:
-    key = f"github:{fields['delivery_id']}"
+def deliver_push(source: str, **fields: str) -> tuple[Response, int]:
+    """Emits `aiship.git.pushed` once per delivery id of `source` (a redelivery answers `duplicate`)."""
+    key = f"{source}:{fields['delivery_id']}"
     state = current_app.extensions["aiship_webhooks"]["deliveries"].claim(key)
     if state != "new":
         _log(logging.INFO, "duplicate", delivery_id=fields["delivery_id"], state=state)
@@ -433,6 +440,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     }
     app.add_url_rule("/healthz", "healthz", lambda: _answer(200, status="ok"), methods=["GET"])
     app.add_url_rule("/github", "github", github, methods=["POST"])
+    from flows.azure_repos import azure_repos  # here: the blueprint uses this module's helpers
+
+    app.register_blueprint(azure_repos)
     app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"], provide_automatic_options=False)
     app.add_url_rule("/eventgrid", "eventgrid_options", eventgrid_options, methods=["OPTIONS"], provide_automatic_options=False)
     app.register_error_handler(HTTPException, lambda e: _answer(e.code or 500, status="error", reason=e.description))

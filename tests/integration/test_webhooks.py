@@ -198,3 +198,21 @@ def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver,
     # The model file's own BlobCreated is not a registration.
     other = dict(event, id=str(uuid.uuid4()), subject=event["subject"].replace("manifest.json", "model.skops"))
     assert httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=[other], timeout=30).status_code == 202
+
+
+def test_an_azure_repos_push_becomes_the_same_event_on_the_server(receiver, secret):
+    import base64
+
+    from tests.fixtures.azure_devops import git_push
+
+    project, repository, sha, event_id = "aiship-tests", uuid.uuid4().hex[:12], new_sha()[:40], str(uuid.uuid4())
+    auth = {"Authorization": "Basic " + base64.b64encode(f"azure-devops:{secret}".encode()).decode()}
+    body = git_push(project=project, repository=repository, sha=sha, event_id=event_id)
+    refused = httpx.post(f"{receiver}/azure-repos", content=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert refused.status_code == 401
+    response = httpx.post(f"{receiver}/azure-repos", content=body, headers={"Content-Type": "application/json", **auth}, timeout=30)
+    assert response.status_code == 200, response.text
+    repo = f"{project}/{repository}"
+    event = wait_for_event("aiship.git.pushed", f"aiship.repo.{repo}", sha=sha)
+    assert event["payload"] == {"repo": repo, "ref": "refs/heads/main", "sha": sha,
+                                "pusher": "Windows Live ID\\fabrikamfiber4@hotmail.com", "delivery_id": event_id}

@@ -1,0 +1,80 @@
+"""Azure Repos, beside GitHub, as a source of commits: an Azure DevOps service hook's `git.push` event.
+
+The subscription (Project settings > Service hooks > Web Hooks, event "Code pushed") posts to
+`/azure-repos` with basic authentication: any user name, the receiver's shared secret (the
+Prefect Secret block of `AISHIP_WEBHOOK_SECRET_BLOCK`) as the password; or the secret in an
+`X-Aiship-Secret` header. The push becomes the same `aiship.git.pushed` event as a GitHub push,
+with the repository named `<project>/<repository>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from flows import webhooks
+
+azure_repos = Blueprint("azure_repos", __name__)
+SECRET_HEADER = "X-Aiship-Secret"
+NAME = re.compile(r"^[A-Za-z0-9_. -]{1,64}$")  # Azure DevOps allows spaces in project and repository names
+
+
+def answer(code: int, /, **body: Any) -> tuple[Response, int]:
+    return jsonify(body), code
+
+
+def authorized(secret: str, authorization: str | None, header: str | None) -> bool:
+    """True for the shared secret as the basic-auth password (any user) or in the secret header."""
+    if header is not None:
+        return webhooks.key_ok(secret, header)
+    if not authorization or not authorization.startswith("Basic "):
+        return False
+    try:
+        _, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return webhooks.key_ok(secret, password)
+
+
+def push_fields(payload: dict[str, Any], branches: str) -> dict[str, str] | str:
+    """The pushed repository, ref, SHA, pusher and delivery id, or why the push is not delivered."""
+    resource = payload["resource"]
+    repository = resource["repository"]
+    project, name = repository["project"]["name"], repository["name"]
+    if not (isinstance(project, str) and NAME.match(project) and isinstance(name, str) and NAME.match(name)):
+        raise ValueError(f"project {project!r} or repository {name!r} is malformed")
+    for update in resource["refUpdates"]:
+        ref, sha = update["name"], update["newObjectId"]
+        if not (isinstance(ref, str) and isinstance(sha, str) and webhooks.GIT_SHA.match(sha)):
+            raise ValueError(f"refUpdate {ref!r} -> {sha!r} is malformed")
+        if webhooks.branch_matches(ref, branches) and set(sha) != {"0"}:
+            pusher = resource.get("pushedBy") or {}
+            return {"repo": f"{project}/{name}", "ref": ref, "sha": sha,
+                    "pusher": str(pusher.get("uniqueName") or pusher.get("displayName") or ""),
+                    "delivery_id": str(payload["id"])}
+    return f"no pushed ref matches {branches}"
+
+
+@azure_repos.post("/azure-repos")
+def receive() -> tuple[Response, int]:
+    """POST /azure-repos: a service hook's `git.push` becomes `aiship.git.pushed`."""
+    body = request.get_data(cache=True)
+    if not authorized(webhooks.secret(), request.headers.get("Authorization"), request.headers.get(SECRET_HEADER)):
+        return answer(401, status="refused", reason="wrong or missing credentials: the service hook's basic "
+                                f"password (or {SECRET_HEADER}) must be the receiver's shared secret")
+    try:
+        payload = json.loads(body)
+        event = payload["eventType"]
+        if event != "git.push":
+            return answer(202, status="ignored", reason=f"event {event!r} is not handled; only git.push")
+        fields = push_fields(payload, current_app.extensions["aiship_webhooks"]["branch"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return answer(400, status="invalid", reason=f"not an Azure DevOps git.push payload: {type(exc).__name__}: {exc}")
+    if isinstance(fields, str):
+        return answer(202, status="ignored", reason=fields)
+    return webhooks.deliver_push("azure-repos", **fields)

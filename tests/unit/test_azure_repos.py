@@ -1,0 +1,81 @@
+"""Azure Repos pushes (Azure DevOps service hooks) into the receiver, without services."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from flows import webhooks
+from tests.fixtures.azure_devops import git_push
+from tests.unit.test_webhooks import SECRET, FakeEmitter, FakeResolver
+
+SHA = "33b55f7cb7e7e245323987634f960cf4a6e6bc74"
+
+
+@pytest.fixture
+def emitter() -> FakeEmitter:
+    return FakeEmitter()
+
+
+@pytest.fixture
+def client(tmp_path, emitter):
+    app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+                               "DELIVERY_DB": tmp_path / "deliveries.sqlite", "WEBHOOK_BRANCH": "refs/heads/main"})
+    return app.test_client()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def post(client, body: bytes, headers: dict[str, str] | None = None):
+    return client.post("/azure-repos", data=body, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def test_a_push_with_the_service_hooks_basic_credentials_becomes_aiship_git_pushed(client, emitter):
+    body = git_push(event_id="ev-1")
+    response = post(client, body, basic("azure-devops", SECRET))
+    assert response.status_code == 200, response.json
+    (event,) = emitter.events
+    assert event.event == "aiship.git.pushed"
+    assert event.resource.id == "aiship.repo.Fabrikam-Fiber-Git/Fabrikam-Fiber-Git"
+    assert event.payload == {"repo": "Fabrikam-Fiber-Git/Fabrikam-Fiber-Git", "ref": "refs/heads/main", "sha": SHA,
+                             "pusher": "Windows Live ID\\fabrikamfiber4@hotmail.com", "delivery_id": "ev-1"}
+
+
+def test_the_secret_header_authenticates_too(client, emitter):
+    assert post(client, git_push(), {"X-Aiship-Secret": SECRET}).status_code == 200 and len(emitter.events) == 1
+
+
+@pytest.mark.parametrize("headers", [{}, basic("azure-devops", "wrong"), {"Authorization": "Basic !!!"},
+                                     {"Authorization": "Bearer " + SECRET}, {"X-Aiship-Secret": "wrong"}])
+def test_wrong_or_missing_credentials_are_401_and_emit_nothing(client, emitter, headers):
+    response = post(client, git_push(), headers)
+    assert response.status_code == 401 and "shared secret" in response.json["reason"]
+    assert emitter.events == []
+
+
+def test_a_redelivered_event_id_is_emitted_once(client, emitter):
+    body = git_push(event_id="ev-same")
+    assert post(client, body, basic("u", SECRET)).json["status"] == "emitted"
+    again = post(client, body, basic("u", SECRET))
+    assert again.status_code == 200 and again.json["status"] == "duplicate" and len(emitter.events) == 1
+
+
+@pytest.mark.parametrize("body, reason", [
+    (git_push(ref="refs/heads/feature"), "no pushed ref matches refs/heads/main"),
+    (git_push(event_type="git.pullrequest.created"), "only git.push"),
+])
+def test_other_events_and_branches_are_ignored(client, emitter, body, reason):
+    response = post(client, body, basic("u", SECRET))
+    assert response.status_code == 202 and reason in response.json["reason"] and emitter.events == []
+
+
+@pytest.mark.parametrize("body", [b"not json", json.dumps({"eventType": "git.push"}).encode(),
+                                  git_push(sha="not-a-sha"), git_push(project="a/b"),
+                                  json.dumps({"eventType": "git.push", "id": 1, "resource": {"refUpdates": 3}}).encode()])
+def test_a_malformed_push_is_400_never_500(client, emitter, body):
+    response = post(client, body, basic("u", SECRET))
+    assert response.status_code == 400 and response.json["status"] == "invalid" and emitter.events == []
