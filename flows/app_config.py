@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.errors import ConfigurationError
 
@@ -89,7 +89,7 @@ class BuildSection(_Section):
 
     dockerfile: RepoPath = Field(default="Dockerfile", description="The Dockerfile, relative to the repository root.")
     code_stage: str = Field(default="code", min_length=1, description="The Dockerfile stage that holds the app without its model; aiship adds the model layer on top.")
-    requirements: list[RepoPath] = Field(default_factory=list, description="Pinned requirement files whose wheels aiship downloads on the host into the context's wheels/ (builds have no network).")
+    requirements: list[RepoPath] = Field(default_factory=list, description="Pinned requirement files whose wheels aiship downloads on the host into the context's wheels/ (builds run without network).")
 
 
 class ModelSection(_Section):
@@ -137,6 +137,14 @@ class TestsSection(_Section):
     timeout_seconds: int = Field(default=600, ge=10, le=3600, description="The tests are stopped after this long.")
     cpus: float = Field(default=1.0, gt=0, le=8, description="CPUs the test container may use.")
     memory: Annotated[str, AfterValidator(_pattern(_DOCKER_MEMORY, "a Docker memory size such as '512m' or '2g'"))] = "1g"
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_cap(cls, value: str) -> str:
+        size = int(value[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[value[-1]]
+        if size > 8 << 30 or size < 64 << 20:
+            raise ValueError(f"between 64m and 8g, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _junit_named(self) -> TestsSection:

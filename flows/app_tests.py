@@ -26,6 +26,7 @@ from flows.settings import Settings
 from flows.source import SourceTree
 
 JUNIT_FILE = "junit.xml"
+MAX_REPORT_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,17 @@ def judge_run(run: SandboxRun, sha: str, image: str) -> AppTestResult:
     if run.timed_out:
         raise AppTestError(f"the app's tests at {short} did not finish within their time limit and were stopped; "
                            f"make them faster or raise [tests] timeout_seconds in aiship.toml\n{tail}")
-    if not report.is_file():
+    if report.is_symlink() or not report.is_file():  # never follow a link the tests left: it points at the host
         raise AppTestError(f"the app's tests at {short} wrote no JUnit report (exit {run.exit_code}); the [tests] "
                            f"command must write it where {JUNIT_PLACEHOLDER} says:\n{tail}")
-    passed, failed = failing_tests(report)
+    if report.stat().st_size > MAX_REPORT_BYTES:
+        raise AppTestError(f"the app's tests at {short} wrote a JUnit report of {report.stat().st_size} bytes, over "
+                           f"{MAX_REPORT_BYTES}; aiship does not read it: report less (no captured output)")
+    try:
+        passed, failed = failing_tests(report)
+    except ET.ParseError as exc:
+        raise AppTestError(f"the JUnit report of the app's tests at {short} is not valid XML ({exc}); check the [tests] "
+                           f"command's {JUNIT_PLACEHOLDER} argument:\n{tail}") from None
     if run.exit_code != 0 or failed:
         names = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "") \
             if failed else f"exit code {run.exit_code}"
@@ -131,10 +139,10 @@ def build_test_image_with(client: Any, source: SourceTree, config: AppConfig, wh
 @task(name="build-test-image", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_condition)
 def build_test_image(source: SourceTree, config: AppConfig, settings: Settings) -> TestImage:
     """Builds the app's test image: its Dockerfile's test stage, with its own test dependencies."""
-    from flows.image import docker_client
+    from flows.image import docker_client, requirement_files
     from flows.wheels import prepare_wheels
 
-    wheels = prepare_wheels([source.path / r for r in config.build.requirements], settings.cache_dir)
+    wheels = prepare_wheels(requirement_files(source, config), settings.cache_dir)
     client = docker_client()
     try:
         return build_test_image_with(client, source, config, wheels.path, settings.base_image)

@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.app_config import AppConfig, AppName, load_toml, read_app_config, require_name
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, PlatformError
 from flows.settings import Environment, Settings
 from flows.source import SourceTree, checkout
 
@@ -35,9 +35,10 @@ class AppRegistration(BaseModel):
 
     name: AppName = Field(description="The app's name; its aiship.toml must say the same.")
     repository: str = Field(min_length=1, description="Git URL or path the app's code is checked out from.")
-    sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
+    # No defaults: a registration that claimed everything would tie with the first app on every event.
+    sources: list[str] = Field(min_length=1, description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
     branch: str = Field(default="main", min_length=1, description="The branch a model registration delivers with, and publish reads aiship.toml from.")
-    models: list[str] = Field(default_factory=lambda: ["*"], description="Model names this app serves; globs allowed. The most specific claim wins.")
+    models: list[str] = Field(min_length=1, description="Model names this app serves; globs allowed. The most specific claim wins.")
     default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")
     environments: dict[str, Environment] = Field(min_length=1, description="Where the app runs, by environment name.")
     promotion_needs_approval: bool = Field(default=True, description="Whether promote waits for a reviewer.")
@@ -81,10 +82,15 @@ def parse_registration(text: str, where: str) -> AppRegistration:
 
 
 def check_no_clash(registration: AppRegistration, others: list[AppRegistration]) -> None:
-    """Refuses a registration whose NodePort or namespace+name another app already uses."""
+    """Refuses a registration whose NodePort, model pattern or source pattern another app already uses."""
     for other in others:
         if other.name == registration.name:
             continue
+        for field in ("models", "sources"):
+            shared = sorted(set(getattr(registration, field)) & set(getattr(other, field)))
+            if shared:
+                raise ConfigurationError(f"{registration.name} and {other.name} both claim {field} {shared}: an event "
+                                         f"could go to either; give {registration.name} names of its own")
         for env in registration.environments.values():
             for theirs in other.environments.values():
                 if env.node_port == theirs.node_port:
@@ -97,8 +103,14 @@ def check_no_clash(registration: AppRegistration, others: list[AppRegistration])
 
 def registered_apps() -> list[AppRegistration]:
     """Every app registered with `aiship app register`, from the Prefect Variables."""
-    with get_client(sync_client=True) as client:
-        found = client.read_variables()
+    import httpx
+
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_variables()  # the server's default page (200): aiship's apps and a few more
+    except (httpx.HTTPError, OSError) as exc:
+        raise PlatformError(f"cannot read the registered apps: the Prefect API does not answer ({type(exc).__name__}); "
+                            "start it with `aiship local up prefect` or set PREFECT_API_URL") from exc
     apps = []
     for variable in found:
         if variable.name.startswith(VARIABLE_PREFIX) and isinstance(variable.value, dict):

@@ -102,7 +102,7 @@ def model_publish(
     name: Annotated[str, typer.Option("--name", help="Model name: lowercase letters, digits, '-'.")],
     store: StoreOpt = None,
     event: Annotated[bool, typer.Option("--event/--no-event", help="Emit aiship.model.registered (which starts deliver-model).")] = True,
-    app_config: Annotated[Path | None, typer.Option("--app-config", exists=True, dir_okay=False, help="The serving app's aiship.toml, whose [model] types the model must keep to (default: the registered app's, at main of its repository).")] = None,
+    app_config: Annotated[Path | None, typer.Option("--app-config", exists=True, dir_okay=False, help="The serving app's aiship.toml, whose [model] types the model must keep to (default: the app that claims the model, at its registered branch).")] = None,
 ) -> None:
     """Publish PATH as the next version of NAME, then emit aiship.model.registered."""
     from flows import events
@@ -211,7 +211,7 @@ def deploy_command() -> None:
 def deliver_command(
     model_name: Annotated[str, typer.Argument(help="The published model's name.")],
     model_version: Annotated[int | None, typer.Option("--version", help="Pin a version (default: the newest).")] = None,
-    git_ref: Annotated[str, typer.Option("--git-ref", help="Branch, tag or SHA of the app.")] = "main",
+    git_ref: Annotated[str | None, typer.Option("--git-ref", help="Branch, tag or SHA of the app (default: its registered branch).")] = None,
     environment: Annotated[str, typer.Option("--env", help="Environment to roll out to.")] = "staging",
     app_name: Annotated[str | None, typer.Option("--app", help="The app to deliver (default: the app that claims the model).")] = None,
 ) -> None:

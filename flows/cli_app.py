@@ -57,7 +57,7 @@ def app_remove(name: Annotated[str, typer.Argument(help="The registered app to f
     """Forget a registered app (what it runs in the cluster stays until removed there)."""
     from flows.apps import unregister
 
-    typer.echo(f"forgot {name}" if unregister(name) else f"{name} was not registered")
+    typer.echo(f"forgot {name}" if unregister(name) else f"{name} was not registered (see `aiship app list`)")
 
 
 def _ask(value, question: str, default):
@@ -208,6 +208,7 @@ def promote_command(
 ) -> None:
     """Start the `promote` deployment for APP; it waits for approval (the UI, or `aiship approve RUN`)."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
     from flows.apps import app_named
 
@@ -217,6 +218,8 @@ def promote_command(
                                                           "target_environment": target}, timeout=0)
     except AishipError as exc:
         _fail(exc)
+    except ObjectNotFound:
+        _fail(AishipError("the Prefect deployment promote/promote is not registered; run `aiship deploy` first"))
     typer.echo(f"promotion of {app_name} {source} -> {target}: flow run {run.id}")
     typer.echo(f"approve it in the UI, or: aiship approve {run.id} --reviewer NAME [--reject] [--comment TEXT]")
 
@@ -234,14 +237,24 @@ def approve_command(
 
     from prefect.client.orchestration import get_client
 
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        _fail(AishipError(f"{run_id!r} is not a flow run id; `aiship promote APP` prints the id of the run to approve"))
     deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
-        while not (state := client.read_flow_run(UUID(run_id)).state) or not state.is_paused():
-            if (state and state.is_final()) or time.monotonic() > deadline:
-                _fail(AishipError(f"flow run {run_id} is {state.name if state else 'unknown'}, not waiting for approval"))
-            time.sleep(1)
-        result = client.resume_flow_run(UUID(run_id), run_input={"approve": not reject, "reviewer": reviewer,
-                                                                 "comment": comment})
+        try:
+            while not (state := client.read_flow_run(flow_run_id).state) or not state.is_paused():
+                if (state and state.is_final()) or time.monotonic() > deadline:
+                    _fail(AishipError(f"flow run {run_id} is {state.name if state else 'unknown'}, not waiting for "
+                                      "approval; start a new promotion with `aiship promote APP`"))
+                time.sleep(1)
+        except ObjectNotFound:
+            _fail(AishipError(f"no flow run {run_id} on this Prefect server; check PREFECT_API_URL and the id"))
+        result = client.resume_flow_run(flow_run_id, run_input={"approve": not reject, "reviewer": reviewer,
+                                                               "comment": comment})
     if result.status.value != "ACCEPT":
         _fail(AishipError(f"the server did not take the answer: {result.details}"))
     typer.echo(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {run_id} resumes")

@@ -170,9 +170,9 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
     """The delivery's steps, shared by `deliver` and `deliver_commit`."""
     env = app.environment(environment)
     clock = StageClock()
-    workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
     with clock.stage("check_out"):
         source = check_out(app.repository, git_ref)
+    workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
     try:
         config = read_config(source, app)
         with clock.stage("app_tests"):
@@ -189,7 +189,7 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
 
 
 @flow(name="deliver")
-def deliver(model_name: str, model_version: int | None = None, git_ref: str = "main",
+def deliver(model_name: str, model_version: int | None = None, git_ref: str | None = None,
             environment: str = "staging", app: str | None = None) -> Delivery:
     """Delivers the app at a git ref with a model version to an environment, or fails clearly.
 
@@ -200,7 +200,7 @@ def deliver(model_name: str, model_version: int | None = None, git_ref: str = "m
     Args:
         model_name: the published model's name.
         model_version: a version to pin; empty means the newest published one.
-        git_ref: branch, tag or commit SHA of the app's repository.
+        git_ref: branch, tag or commit SHA of the app's repository; empty means the app's registered branch.
         environment: where to roll out (`staging` or `production`).
         app: the app to deliver; empty means the app that claims the model.
 
@@ -211,7 +211,8 @@ def deliver(model_name: str, model_version: int | None = None, git_ref: str = "m
     apps = all_apps(settings)
     registration = find_app(apps, app) if app else route(apps, model_name, "models")
     by_event = (runtime_deployment.name or "") in EVENT_DEPLOYMENTS
-    return run_delivery(registration, model_name, model_version, git_ref, environment, settings, by_event=by_event)
+    return run_delivery(registration, model_name, model_version, git_ref or registration.branch, environment, settings,
+                        by_event=by_event)
 
 
 @flow(name="deliver-commit")

@@ -137,12 +137,22 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def without_credentials(url: str) -> str:
+    """`url` without a user or token (`https://user:token@host/x` -> `https://host/x`): labels are public."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def image_labels(git_sha: str, committed_at: datetime, repo_url: str, model: ModelInputs) -> dict[str, str]:
     """The image's labels. `created` is the commit's time, so the same inputs give the same labels."""
     return {
         LABEL_REVISION: git_sha,
         LABEL_CREATED: rfc3339(committed_at),
-        LABEL_SOURCE: repo_url,
+        LABEL_SOURCE: without_credentials(repo_url),
         LABEL_VERSION: image_version(git_sha, model.name, model.version),
         LABEL_MODEL_NAME: model.name,
         LABEL_MODEL_VERSION: str(model.version),
@@ -176,6 +186,8 @@ def context_members(source_dir: Path, wheels_dir: Path, dockerfile: str = "Docke
     patterns = [p for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] if ignore.exists() else []
     members: dict[str, Path] = {}
     for rel in exclude_paths(str(source_dir), patterns):
+        if rel == ".git" or rel.startswith(".git/"):
+            continue  # the clone's config may carry the repository's credentials: never in an image
         path = source_dir / rel
         if not inside(source_dir, path):
             raise ImageBuildError(f"{rel} in the build context of {source_dir} is a link to {path.resolve()}, outside "
@@ -301,9 +313,10 @@ def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: di
     progress = BuildProgress()
     reader, writer, writer_errors = stream_tar(lambda out: write_context(members, out))
     try:
+        # No network: the app's Dockerfile steps are its code, and the wheels are in the context.
         chunks = client.api.build(fileobj=reader, custom_context=True, tag=tag, labels=labels,
                                   buildargs=buildargs, rm=True, forcerm=True, decode=True, timeout=timeout,
-                                  nocache=nocache, target=target, dockerfile=dockerfile)
+                                  nocache=nocache, target=target, dockerfile=dockerfile, network_mode="none")
         for chunk in chunks:
             line = progress.feed(chunk)
             if line:
@@ -456,6 +469,16 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
 # ---------------------------------------------------------------- the task
 
 
+def requirement_files(source: SourceTree, config: AppConfig) -> list[Path]:
+    """The files of aiship.toml's [build] requirements, refused when a link leads out of the repository."""
+    paths = [source.path / rel for rel in config.build.requirements]
+    for path in paths:
+        if not inside(source.path, path):
+            raise ImageBuildError(f"{path.relative_to(source.path)} of [build] requirements leads out of the repository "
+                                  f"(to {path.resolve()}); commit the file itself")
+    return paths
+
+
 def docker_client() -> Any:
     """A Docker SDK client for the configured daemon, or ImageBuildError asking whether it runs."""
     import docker
@@ -487,7 +510,7 @@ def build_image(source: SourceTree, model: FetchedModel, config: AppConfig, sett
     from flows.wheels import prepare_wheels
 
     inputs = ModelInputs.from_fetched(model)
-    wheels = prepare_wheels([source.path / r for r in config.build.requirements], settings.cache_dir)
+    wheels = prepare_wheels(requirement_files(source, config), settings.cache_dir)
     tag = image_tag(settings.registry_host, config.name, source.sha, inputs.name, inputs.version)
     client = docker_client()
     try:

@@ -256,7 +256,8 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
     restored_at = _utc_now()[:19]
-    kube.restore(api_client, ns, name, previous, replicas(environment, release))
+    kube.restore(api_client, ns, name, previous,
+                 environment.replicas or envs.parse_serve(previous.annotations.get(envs.SERVE)).replicas)
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
     if undo.state != "complete":
         raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "

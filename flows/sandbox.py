@@ -8,7 +8,6 @@ memory, processes and time. It is always removed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -54,8 +53,14 @@ def sandbox_user(image_user: str) -> tuple[int, int]:
 
 
 def container_options(image: str, command: list[str], limits: SandboxLimits, uid: int, gid: int,
-                      report_dir: Path) -> dict[str, Any]:
-    """The `containers.create` arguments that make the sandbox (a plain function, so a test reads them)."""
+                      report_dir: Path, volumes: list[str] = ()) -> dict[str, Any]:
+    """The `containers.create` arguments that make the sandbox (a plain function, so a test reads them).
+
+    `volumes` are the image's own VOLUMEs: docker would mount them writable and keep them, so each
+    is covered by a small tmpfs that goes with the container.
+    """
+    tmpfs = {path: "rw,nosuid,nodev,size=64m,mode=1777" for path in volumes}
+    tmpfs["/tmp"] = f"rw,nosuid,nodev,size={limits.tmp_size},mode=1777"
     return {
         "image": image,
         "command": command,
@@ -63,7 +68,7 @@ def container_options(image: str, command: list[str], limits: SandboxLimits, uid
         "environment": {"HOME": "/tmp", "TMPDIR": "/tmp"},
         "network_mode": "none",
         "read_only": True,
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size},mode=1777"},
+        "tmpfs": tmpfs,
         "volumes": {str(report_dir): {"bind": REPORT_DIR, "mode": "rw"}},
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
@@ -72,6 +77,7 @@ def container_options(image: str, command: list[str], limits: SandboxLimits, uid
         "nano_cpus": int(limits.cpus * 1e9),
         "pids_limit": limits.pids,
         "labels": {SANDBOX_LABEL: "1"},
+        "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "1"}},
         "name": f"aiship-sandbox-{uuid.uuid4().hex[:10]}",
         "detach": True,
     }
@@ -84,11 +90,17 @@ def run_sandboxed(client: Any, image: str, command: list[str], limits: SandboxLi
     """
     import requests.exceptions
 
-    uid, gid = sandbox_user(client.api.inspect_image(image)["Config"].get("User", ""))
+    config = client.api.inspect_image(image)["Config"]
+    uid, gid = sandbox_user(config.get("User", ""))
     report_dir = Path(tempfile.mkdtemp(prefix="aiship-report-"))
-    os.chown(report_dir, uid, gid)
+    report_dir.chmod(0o777)  # whatever uid the container runs as may write its report here, and only here
     started = time.monotonic()
-    container = client.containers.create(**container_options(image, command, limits, uid, gid, report_dir))
+    try:
+        container = client.containers.create(**container_options(image, command, limits, uid, gid, report_dir,
+                                                                 sorted(config.get("Volumes") or {})))
+    except BaseException:
+        shutil.rmtree(report_dir, ignore_errors=True)
+        raise
     try:
         container.start()
         try:
@@ -96,10 +108,10 @@ def run_sandboxed(client: Any, image: str, command: list[str], limits: SandboxLi
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
             exit_code = None
-        output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        output = container.logs(stdout=True, stderr=True, tail=200).decode("utf-8", "replace")
     except BaseException:
         shutil.rmtree(report_dir, ignore_errors=True)
         raise
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     return SandboxRun(exit_code, exit_code is None, output, report_dir, round(time.monotonic() - started, 2), f"{uid}:{gid}")

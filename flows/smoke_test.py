@@ -78,13 +78,18 @@ def lookup(document: Any, dotted: str) -> Any:
     return document
 
 
-def version_mismatches(version: dict[str, Any], labels: dict[str, str]) -> list[str]:
-    """`label: expected X, /version says Y` for each label /version contradicts or omits."""
+def docker_memory(quantity: str) -> str:
+    """A Kubernetes memory quantity (`768Mi`, `1Gi`) in Docker's notation (`768m`, `1g`)."""
+    return quantity.removesuffix("i").lower()
+
+
+def version_mismatches(version: dict[str, Any], labels: dict[str, str], path: str = "/version") -> list[str]:
+    """`label: expected X, <path> says Y` for each label the version path contradicts or omits."""
     problems = []
     for label, paths in VERSION_FIELDS.items():
         value = next((v for v in (lookup(version, p) for p in paths) if v is not None), None)
         if value is None or str(value) != labels.get(label):
-            problems.append(f"{label}: expected {labels.get(label)!r}, /version says {value!r}")
+            problems.append(f"{label}: expected {labels.get(label)!r}, {path} says {value!r}")
     return problems
 
 
@@ -182,7 +187,7 @@ def check_container(http: httpx.Client, labels: dict[str, str], golden: GoldenSe
     response = http.get(serve.version_path, timeout=5)
     if response.status_code != 200:
         raise SmokeTestError(f"{serve.version_path} answered HTTP {response.status_code}: {response.text[:300]}")
-    problems = version_mismatches(response.json(), labels)
+    problems = version_mismatches(response.json(), labels, serve.version_path)
     if problems:
         raise SmokeTestError(f"{serve.version_path} does not match the image's labels: " + "; ".join(problems))
     rows = compare_golden(golden, predict_all(http, [list(r) for r in golden.inputs], serve.predict_path))
@@ -202,9 +207,12 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
     started = time.monotonic()
     deadline = started + ready_within
     container_port = f"{serve.port}/tcp"
+    # The image is the app's code: no capabilities, no privilege escalation, bounded memory and processes.
     container = client.containers.run(
         image, detach=True, name=f"aiship-smoke-{uuid.uuid4().hex[:10]}",
         ports={container_port: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512,
+        mem_limit=docker_memory(serve.resources.memory_limit),
     )
     try:
         port = published_port(container, deadline, container_port)

@@ -60,7 +60,7 @@ def requirements_key(requirements: Sequence[Path]) -> str:
 
 def download_command(requirements: Sequence[Path], dest: Path, python: str = sys.executable) -> list[str]:
     """The `pip download` command that fetches binary wheels for the image's Python and platform."""
-    cmd = [python, "-m", "pip", "download", "--quiet", "--no-cache-dir", "--only-binary=:all:",
+    cmd = [python, "-m", "pip", "download", "--isolated", "--quiet", "--no-cache-dir", "--only-binary=:all:",
            "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
@@ -68,6 +68,17 @@ def download_command(requirements: Sequence[Path], dest: Path, python: str = sys
     for path in requirements:
         cmd += ["--requirement", str(path)]
     return cmd
+
+
+def check_requirements(path: Path) -> None:
+    """Refuses a requirement file pip would treat as more than pins: an option line (`-r /etc/…`,
+    `--index-url …`) would make the host's pip read a file or a server the app names."""
+    for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if line.startswith("-") and not line.startswith("--hash"):
+            raise ImageBuildError(f"{path.name} line {number}: {line.split()[0]!r} is not allowed; aiship downloads the "
+                                  "wheels of plain pins (name==version, optionally --hash): list every requirement in "
+                                  "the files of aiship.toml's [build] requirements")
 
 
 def prepare_wheels(requirements: Sequence[Path], cache_dir: Path, timeout: float = 900) -> Wheelhouse:
@@ -80,8 +91,9 @@ def prepare_wheels(requirements: Sequence[Path], cache_dir: Path, timeout: float
     started = time.monotonic()
     requirements = list(requirements)
     for path in requirements:
-        if not path.is_file():
-            raise ImageBuildError(f"{path} not found; commit it or fix [build] requirements in aiship.toml")
+        if path.is_symlink() or not path.is_file():
+            raise ImageBuildError(f"{path} not found (or a link); commit it or fix [build] requirements in aiship.toml")
+        check_requirements(path)
     names = [path.name for path in requirements]
     if len(set(names)) != len(names):
         raise ImageBuildError(f"requirement files {', '.join(map(str, requirements))} share a file name; each is "

@@ -121,7 +121,8 @@ def test_1_model_publish_starts_a_delivery_by_itself(api, model, tmp_path_factor
     assert f"published {model}:1" in proc.stdout and "emitted" in proc.stdout, proc.stdout
     first = wait_for(lambda: api.runs("deliver-model", since, model_name=model, model_version=1), 30,
                      "a deliver-model run started by the publish's event")
-    assert first[0]["parameters"] == {"model_name": model, "model_version": 1, "git_ref": "main", "environment": "staging"}
+    # no git_ref: the flow takes the app's registered branch
+    assert first[0]["parameters"] == {"model_name": model, "model_version": 1, "environment": "staging"}
     run_watch(api, strict=False)  # watch-models announces v1 too; its run must find it serving and do nothing
     runs = settle_model_runs(api, model, [1], since)
     assert_completed(api, runs)

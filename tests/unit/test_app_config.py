@@ -72,6 +72,8 @@ def test_defaults_fill_what_a_minimal_file_leaves_out():
     (MINIMAL + "[tests]\ntimeout_seconds = 86400\n", r"^\[tests\] timeout_seconds \(line 7\): .*less than or equal to 3600"),
     # 14. a memory size in the wrong notation
     (MINIMAL + "[tests]\nmemory = '1GB'\n", r"^\[tests\] memory \(line 7\): a Docker memory size such as '512m'"),
+    # 14b. a memory size beyond what the sandbox allows
+    (MINIMAL + "[tests]\nmemory = '64g'\n", r"^\[tests\] memory \(line 7\): .*between 64m and 8g, got '64g'"),
     # 15. a Kubernetes quantity in the wrong notation
     (MINIMAL + "[serve.resources]\nmemory_limit = '1 GB'\n", r"^\[serve.resources\] memory_limit \(line 7\): a Kubernetes memory quantity"),
     # 16. the test stage is the stage that serves

@@ -46,6 +46,7 @@ def test_a_registration_file_is_read_with_environment_names_from_their_tables():
     (REGRESSOR + "replica = 3\n", r"^\[environments.production\] replica \(line 14\): unknown key"),
     (REGRESSOR.replace('repository = "/srv/git/regressor.git"\n', ""), r"^repository: required but missing"),
     ('name = "x"\nrepository = "r"\n', r"^environments: required but missing"),
+    (REGRESSOR.replace('models = ["diabetes", "diabetes-*"]\n', ""), r"^models: required but missing"),
 ])
 def test_each_registration_mistake_is_named(text, expected):
     import re
@@ -95,9 +96,11 @@ def test_a_push_goes_to_the_app_of_its_repository():
 def test_two_apps_may_not_share_a_node_port():
     first = app("aiship-app", ["*"], port=16180)
     with pytest.raises(ConfigurationError, match="NodePort 16180 of regressor/staging is already aiship-app/staging's"):
-        check_no_clash(app("regressor", ["d"], port=16180), [first])
-    check_no_clash(app("regressor", ["d"], port=16181), [first])
+        check_no_clash(app("regressor", ["d"], sources=["local/regressor"], port=16180), [first])
+    check_no_clash(app("regressor", ["d"], sources=["local/regressor"], port=16181), [first])
     check_no_clash(first, [first])  # registering an app again is not a clash with itself
+    with pytest.raises(ConfigurationError, match=r"regressor and aiship-app both claim models \['\*'\]"):
+        check_no_clash(app("regressor", ["*"], sources=["local/regressor"], port=16181), [first])
 
 
 def test_an_unknown_app_names_the_known_ones():

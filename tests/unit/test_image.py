@@ -221,8 +221,21 @@ def test_prepare_wheels_reuses_a_complete_cache_entry(tmp_path):
 
 
 def test_prepare_wheels_without_requirements_fails_clearly(tmp_path):
-    with pytest.raises(ImageBuildError, match=r"requirements.txt not found; commit it or fix \[build\] requirements"):
+    with pytest.raises(ImageBuildError, match=r"requirements.txt not found \(or a link\); commit it or fix \[build\] requirements"):
         wheels.prepare_wheels([tmp_path / "app" / "requirements.txt"], tmp_path)
+
+
+@pytest.mark.parametrize("line", ["-r /etc/shadow", "--index-url https://evil.example/simple", "-e git+https://x/y",
+                                  "--extra-index-url=http://127.0.0.1:4200"])
+def test_prepare_wheels_refuses_option_lines_and_links(tmp_path, line):
+    req = tmp_path / "requirements.txt"
+    req.write_text(f"flask==3.1.0\n{line}\n")
+    with pytest.raises(ImageBuildError, match=r"requirements.txt line 2: .* is not allowed"):
+        wheels.prepare_wheels([req], tmp_path / "cache")
+    req.unlink()
+    req.symlink_to("/etc/hostname")
+    with pytest.raises(ImageBuildError, match="or a link"):
+        wheels.prepare_wheels([req], tmp_path / "cache")
 
 
 def test_prepare_wheels_refuses_two_files_of_one_name(tmp_path):
@@ -279,3 +292,16 @@ def test_load_that_gives_no_image_raises_with_what_dockerd_said(tmp_path):
         image.load_image(dockerd, config, "r/app:t", layer)
     with tarfile.open(fileobj=io.BytesIO(dockerd.loaded)) as tar:  # the whole archive reached dockerd
         assert f"{layer.digest[7:]}/layer.tar" in tar.getnames()
+
+
+def test_credentials_never_reach_the_source_label():
+    assert image.without_credentials("https://ci:s3cret-token@dev.azure.com/org/p/_git/r") == "https://dev.azure.com/org/p/_git/r"
+    assert image.without_credentials("/srv/git/app.git") == "/srv/git/app.git"
+    assert image.without_credentials("git@github.com:org/app.git") == "git@github.com:org/app.git"  # no secret in scp form
+
+
+def test_the_clones_git_folder_is_never_in_the_context(tmp_path):
+    src = source_tree(tmp_path)
+    (src / ".dockerignore").write_text("")  # an app that ignores nothing
+    (src / ".git" / "config").write_text("[remote]\n url = https://user:token@host/x\n")
+    assert not [name for name, _ in image.context_members(src, wheelhouse(tmp_path)) if name.startswith(".git")]

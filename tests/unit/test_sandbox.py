@@ -56,6 +56,21 @@ def test_failing_tests_are_named_at_most_ten_then_counted(tmp_path):
         judge_run(run(tmp_path, 1, f"<testsuite>{cases}</testsuite>"), "ab" * 20, "img")
 
 
+def test_a_report_that_is_a_link_or_not_xml_is_refused(tmp_path):
+    (tmp_path / JUNIT_FILE).symlink_to("/etc/passwd")
+    with pytest.raises(AppTestError, match="wrote no JUnit report"):
+        judge_run(run(tmp_path, 0, None), "ab" * 20, "img")
+    (tmp_path / JUNIT_FILE).unlink()
+    with pytest.raises(AppTestError, match="is not valid XML"):
+        judge_run(run(tmp_path, 0, "<testsuite>"), "ab" * 20, "img")
+
+
+def test_the_images_own_volumes_are_covered_by_tmpfs(tmp_path):
+    options = container_options("img", ["x"], SandboxLimits(), 1, 1, tmp_path, ["/data", "/srv/cache"])
+    assert set(options["tmpfs"]) == {"/tmp", "/data", "/srv/cache"}
+    assert options["log_config"]["config"]["max-size"] == "10m"
+
+
 def test_no_report_and_time_limit_each_say_what_to_do(tmp_path):
     with pytest.raises(AppTestError, match=r"wrote no JUnit report \(exit 2\).*\{junit\} says:\nImportError"):
         judge_run(run(tmp_path, 2, None, "ImportError: x"), "ab" * 20, "img")
