@@ -21,7 +21,7 @@ def test_the_data_scientist_page_publishes_pins_and_rolls_back(e2e_environment, 
            # the bake window is not what this page shows; 5 s keeps each rollout short
            "AISHIP_ROLLOUT_MIN_READY_SECONDS": "5"}
     blocks = page_commands(PAGE)
-    assert len(blocks) == 4, "the page's commands changed: keep this test in step"
+    assert len(blocks) == 5, "the page's commands changed: keep this test in step"
     script = "\n".join(blocks)
     out = run_block(script, tmp_path, env, timeout=1500)
     version = lambda: httpx.get(f"http://127.0.0.1:{e2e_environment.node_port}/version", timeout=5).json()["model"]  # noqa: E731
