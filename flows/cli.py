@@ -76,18 +76,18 @@ def local_status() -> None:
 
 def print_status(rows, settings: Settings) -> None:
     """Prints the status table, then the kubeconfig path and NodePort range."""
-    header = ("PART", "STATE", "ADDRESS", "PID", "VERSION")
-    table = [header] + [(r.part, r.state, r.address, r.pid, r.version) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    from flows.environments import aligned
+
+    table = [("PART", "STATE", "ADDRESS", "PID", "VERSION")] + [(r.part, r.state, r.address, r.pid, r.version) for r in rows]
+    for line in aligned(table):
+        typer.echo(line)
     typer.echo(f"kubeconfig: {settings.state_dir / 'kubernetes' / 'kubeconfig'}")
     typer.echo("NodePorts:  127.0.0.1:16100-16199")
 
 
 # --- aiship model ... (the model store's commands) ---
 
-from pathlib import Path  # noqa: E402  (kept inside this section, which H5 owns)
+from pathlib import Path  # noqa: E402  (typer reads the annotations below at import)
 
 model_app = typer.Typer(help="The model store: publish, list and show model versions.", no_args_is_help=True)
 app.add_typer(model_app, name="model")

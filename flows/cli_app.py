@@ -189,9 +189,10 @@ def config_check(
             _row("cluster", lambda: _cluster(settings)),
             _row("model store", lambda: _store(settings)),
             _row("webhook secret", lambda: _webhook_secret(settings))]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    from flows.environments import aligned
+
+    for line in aligned(rows):
+        typer.echo(line)
     if any(status != "ok" for _, status, _ in rows):
         raise typer.Exit(1)
 

@@ -27,6 +27,7 @@ from prefect.runtime import flow_run as runtime_flow_run
 
 from flows import environments as envs
 from flows import kube
+from flows.app_config import ServeSection
 from flows.apps import all_apps, find_app
 from flows.environments import ReleaseInfo, app_image, require_pinned
 from flows.errors import RolloutError
@@ -109,7 +110,7 @@ def render_manifests(release: ReleaseInfo, environment: Environment, settings: S
         "app_name": release.app, "namespace": environment.namespace, "labels": labels,
         "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name},
         "selector": {"app.kubernetes.io/name": release.app}, "node_port": environment.node_port,
-        "replicas": replicas(environment, release), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
+        "replicas": replicas(environment, serve), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
         "pod_annotations": release.annotations(),
         "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at,
                                    envs.FLOW_RUN: str(runtime_flow_run.id or "")},
@@ -124,9 +125,9 @@ def render_manifests(release: ReleaseInfo, environment: Environment, settings: S
     return Manifests(**docs)
 
 
-def replicas(environment: Environment, release: ReleaseInfo) -> int:
-    """Pods in `environment`: the operator's count when it sets one, else what the app asks for."""
-    return environment.replicas or release.serve.replicas
+def replicas(environment: Environment, serve: ServeSection) -> int:
+    """Pods in `environment`: the operator's count when it sets one, else what the app asks for (`[serve] replicas`)."""
+    return environment.replicas or serve.replicas
 
 
 def is_complete(deployment: dict[str, Any]) -> bool:
@@ -242,7 +243,7 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
     kube.apply(api_client, manifests, settings.registry_credentials_block)
     # The controller's progress deadline restarts with each pod that becomes available; this outer
     # limit only guards against a controller that stopped answering.
-    limit = settings.rollout_progress_deadline_seconds * (replicas(environment, release) + 1) + 30
+    limit = settings.rollout_progress_deadline_seconds * (replicas(environment, release.serve) + 1) + 30
     verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
     if verdict.state == "complete":
         ready = (deployment.get("status") or {}).get("readyReplicas", 0)
@@ -256,8 +257,8 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
     restored_at = _utc_now()[:19]
-    kube.restore(api_client, ns, name, previous,
-                 environment.replicas or envs.parse_serve(previous.annotations.get(envs.SERVE)).replicas)
+    restored_serve = envs.parse_serve(previous.annotations.get(envs.SERVE))
+    kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve))
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
     if undo.state != "complete":
         raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "

@@ -48,8 +48,8 @@ make_ca_and_cert() {
 }
 
 # make_credentials: a random password made once, kept in credentials.json (mode 600) and hashed
-# with bcrypt into htpasswd (the only hash distribution accepts). Read back by the lead's Python
-# code into the Prefect block `local-registry` and the cluster's imagePullSecret.
+# with bcrypt into htpasswd (the only hash distribution accepts). Read back by aiship's Python
+# code (flows/blocks.py) into the Prefect block `local-registry` and the cluster's imagePullSecret.
 make_credentials() {
     local pw
     if [[ ! -s "$CREDS" ]]; then
