@@ -28,16 +28,17 @@ from pathlib import Path
 import docker
 
 from flows.app_config import read_app_config
-from flows.image import ModelInputs, build_app_image, context_members, image_tag, layer_diff_ids, run_build
+from flows.image import build_app_image, context_members, layer_diff_ids, run_build
 from flows.model_store import LocalModelStore
 from flows.registry import load_credentials, push, push_built
+from flows.release import ModelId, Release
 from flows.settings import REPO_ROOT, Settings
 from flows.wheels import prepare_wheels
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
-def big_model(work: Path, mib: int) -> ModelInputs:
+def big_model(work: Path, mib: int) -> tuple[ModelId, Path, Path]:
     """A model-sized file of random bytes (the build never opens it) with a stand-in manifest."""
     path = work / "model.skops"
     path.parent.mkdir(parents=True)
@@ -45,7 +46,7 @@ def big_model(work: Path, mib: int) -> ModelInputs:
         for _ in range(mib):
             f.write(os.urandom(1 << 20))
     (path.parent / "manifest.json").write_text("{}")
-    return ModelInputs("big", mib, "0" * 64, path, path.parent / "manifest.json")
+    return ModelId(name="big", version=mib, sha256="0" * 64), path, path.parent / "manifest.json"
 
 
 def main() -> None:
@@ -67,12 +68,13 @@ def main() -> None:
     figures["wheels (cache hit)" if wheels.cache_hit else "wheels download"] = round(time.monotonic() - t, 2)
     now = datetime.now(timezone.utc)
 
-    def build(tree: Path, model: ModelInputs, git_sha: str, nocache: bool = False):
-        tag = image_tag(settings.registry_host, repo_name, git_sha, model.name, model.version)
-        return build_app_image(client, tree, git_sha, now, str(REPO_ROOT), wheels.path, model, tag,
-                               settings.base_image, nocache=nocache)
+    def build(tree: Path, model: tuple[ModelId, Path, Path], git_sha: str, nocache: bool = False):
+        identity, model_file, manifest_file = model
+        release = Release(app=repo_name, git_sha=git_sha, model=identity)
+        return build_app_image(client, tree, release, model_file, manifest_file, now, str(REPO_ROOT), wheels.path,
+                               release.image_tag(settings.registry_host), settings.base_image, nocache=nocache)
 
-    v1, v2 = (ModelInputs.from_fetched(f) for f in fetched)
+    v1, v2 = ((f.ref.identity(), f.path, f.manifest_path) for f in fetched)
     cold = build(src, v1, sha, nocache=True)
     figures["build cold (no cache) s"] = cold.seconds
     figures["image size MB"] = round(cold.size_bytes / 1e6, 1)
@@ -106,8 +108,7 @@ def main() -> None:
         for part, seconds in (*built.timings, ("push", pushed.seconds)):
             parts.setdefault(part, []).append(seconds)
         classic = big_model(work / f"classic-{n}", args.model_mib)
-        members = [*context_members(src, wheels.path), ("model/manifest.json", classic.manifest_file),
-                   ("model/model.skops", classic.model_file)]
+        members = [*context_members(src, wheels.path), ("model/manifest.json", classic[2]), ("model/model.skops", classic[1])]
         tag = f"classic-{n}"
         t = time.monotonic()
         run_build(client, members, f"{settings.registry_host}/{repo_name}:{tag}", {},

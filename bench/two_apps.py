@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 AISHIP = str(ROOT / ".venv" / "bin" / "aiship")
 REGRESSOR = "regressor-bench"
-DELIVER = ("import dataclasses, json, sys; from flows.deliver import deliver; "
-           "d = deliver(sys.argv[1], None, None, 'bench'); print('DELIVERY ' + json.dumps(dataclasses.asdict(d)))")
+DELIVER = ("import sys; from flows.deliver import deliver; "
+           "d = deliver(sys.argv[1], None, None, 'bench'); print('DELIVERY ' + d.model_dump_json())")
 
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -148,10 +148,10 @@ def main() -> None:
             publish(work / f"reg-v{version}", regressor, env)
             wall, results = deliver_all([sample, regressor], env, at_once)
             rounds[label] = {"wall_s": wall, "deliveries": [
-                {"app": r["app"], "outcome": r["outcome"], "total_s": round(sum(r["stage_seconds"].values()), 1),
+                {"app": r["release"]["app"], "outcome": r["outcome"], "total_s": round(sum(r["stage_seconds"].values()), 1),
                  **r["stage_seconds"]} for r in results]}
             print(f"{label:42s} {wall:6.1f} s  " + ", ".join(
-                f"{r['app']} {round(sum(r['stage_seconds'].values()), 1)} s "
+                f"{r['release']['app']} {round(sum(r['stage_seconds'].values()), 1)} s "
                 f"(waited {r['stage_seconds'].get('wait_for_environment', 0)} s for its lock)" for r in results), flush=True)
     finally:
         clear(env)

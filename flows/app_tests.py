@@ -19,7 +19,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.app_config import JUNIT_PLACEHOLDER, AppConfig
 from flows.errors import AppTestError
-from flows.image import LABEL_REVISION, context_members, run_build
+from flows.image import context_members, run_build
+from flows.release import LABEL_REVISION
 from flows.retry import retry_condition
 from flows.sandbox import REPORT_DIR, SandboxLimits, SandboxRun, run_sandboxed
 from flows.settings import Settings

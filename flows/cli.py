@@ -226,7 +226,8 @@ def deliver_command(
     except AishipError as exc:
         fail(exc)
     run_id = state.state_details.flow_run_id
-    typer.echo(f"{result.outcome}: {result.app} with {result.model_name} v{result.model_version} at {result.git_sha[:12]} "
+    release = result.release
+    typer.echo(f"{result.outcome}: {release.app} with {release.model} at {release.short_sha} "
                f"in {result.environment}{' (' + result.reason + ')' if result.reason else ''}")
     typer.echo(f"image:       {result.ref or '-'}")
     typer.echo(f"answers at:  {result.address}")

@@ -11,24 +11,25 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment as runtime_deployment
+from pydantic import BaseModel, Field
 
 from flows import environments as envs
 from flows.app_config import AppConfig
 from flows.app_tests import build_test_image, test_app
 from flows.apps import AppRegistration, all_apps, find_app, read_config, route
-from flows.environments import ReleaseInfo, ServingVersion
-from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, build_image, image_tag
+from flows.environments import ServingVersion
 from flows.errors import ConfigurationError
+from flows.image import build_image
 from flows.locks import environment_lock
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
 from flows.registry import PushedImage, find_existing, load_credentials, push_image
+from flows.release import Release
 from flows.retry import backoff_delays, retry_condition
 from flows.rollout import roll_out
 from flows.settings import Environment, Settings
@@ -39,26 +40,21 @@ from flows.source import SourceTree, check_out
 EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How a delivery ended: delivered (with the digest now serving) or skipped (and why)."""
+class Delivery(BaseModel):
+    """How a delivery of a release ended: delivered (with the digest now serving) or skipped (and why)."""
 
-    app: str
+    release: Release
     environment: str
     outcome: str  # "delivered" | "skipped"
     reason: str
-    ref: str
-    git_sha: str
-    model_name: str
-    model_version: int
-    model_sha256: str
+    ref: str  # the image that serves now, by digest ('' when nothing does)
     built: bool
     address: str
     layers_pushed: int = 0
     layers_existing: int = 0
     bytes_pushed: int = 0
     image_bytes: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class StageClock:
@@ -76,17 +72,17 @@ class StageClock:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - started, 2)
 
 
-def skip_reason(serving: ServingVersion | None, git_sha: str, model: ModelRef, by_event: bool) -> str | None:
-    """Why this delivery must not roll out, or None: the same inputs already serve, or (for an
+def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool) -> str | None:
+    """Why this release must not roll out, or None: the same inputs already serve, or (for an
     event) a newer version of the same model serves. A redeploy from the UI may go back on purpose."""
     if serving is None:
         return None
-    if serving.git_sha == git_sha and serving.model_sha256 == model.sha256:
-        return f"{model.name} v{model.version} at {git_sha[:12]} already serves in {serving.environment}"
-    newer = serving.model_name == model.name and (serving.model_version or 0) > model.version
-    if by_event and newer:
-        return (f"{model.name} v{serving.model_version} (newer than v{model.version}) already serves in "
-                f"{serving.environment}; run the `deliver` deployment with model_version={model.version} to pin it")
+    now, model = serving.release, release.model
+    if now.git_sha == release.git_sha and now.model.sha256 == model.sha256:
+        return f"{model} at {release.short_sha} already serves in {serving.environment}"
+    if by_event and now.model.name == model.name and now.model.version > model.version:
+        return (f"{now.model} (newer than v{model.version}) already serves in {serving.environment}; "
+                f"run the `deliver` deployment with model_version={model.version} to pin it")
     return None
 
 
@@ -101,68 +97,69 @@ def read_serving(app: AppRegistration, environment: Environment, settings: Setti
 
 
 @task(name="find-image", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
-def find_image(source: SourceTree, config: AppConfig, model: ModelRef, settings: Settings) -> PushedImage | None:
-    """The image already in the registry for this (git SHA, model sha256), so it is never built twice."""
-    repo, _, tag = image_tag(settings.registry_host, config.name, source.sha, model.name, model.version).rpartition(":")
-    labels = {LABEL_REVISION: source.sha, LABEL_MODEL_SHA256: model.sha256}
-    return find_existing(repo, tag, labels, load_credentials(settings.registry_credentials_block))
+def find_image(release: Release, settings: Settings) -> PushedImage | None:
+    """The image already in the registry for this release (git SHA, model sha256), so it is never built twice."""
+    release.image_tag(settings.registry_host)  # refuses a model name that makes no tag, before asking
+    return find_existing(release.repository(settings.registry_host), release.version, release,
+                         load_credentials(settings.registry_credentials_block))
 
 
-def build_tested_image(source: SourceTree, config: AppConfig, model: ModelRef, settings: Settings, workdir: Path,
-                       clock: StageClock) -> tuple[PushedImage, int]:
+def build_tested_image(release: Release, source: SourceTree, config: AppConfig, model: ModelRef, settings: Settings,
+                       workdir: Path, clock: StageClock) -> tuple[PushedImage, int]:
     """Fetches and verifies the model, builds, smoke-tests and pushes: nothing untested is pushed."""
     with clock.stage("fetch"):
         fetched = fetch_model(model, workdir / "model", settings)
         # The types this commit's loader accepts, checked before anything is built from the model.
         check_model_file(fetched.path, config.model.types, f"app {config.name} at {source.short_sha}")
     with clock.stage("build"):
-        built = build_image(source, fetched, config, settings)
+        built = build_image(release, source, fetched, config, settings)
     with clock.stage("smoke_test"):
         smoke_test(built, fetched, config)
     with clock.stage("push"):
         return push_image(built, settings), built.size_bytes
 
 
-def delivery_record(app: str, env: Environment, outcome: str, reason: str, source: SourceTree, model: ModelRef, ref: str,
-                    pushed: PushedImage | None, image_bytes: int, clock: StageClock, address: str) -> Delivery:
+def delivery_record(release: Release, env: Environment, outcome: str, reason: str, ref: str, pushed: PushedImage | None,
+                    image_bytes: int, clock: StageClock, address: str) -> Delivery:
     """The Delivery a run returns; `pushed` is the image this run pushed (None when it pushed nothing)."""
-    return Delivery(app, env.name, outcome, reason, ref, source.sha, model.name, model.version, model.sha256,
-                    pushed is not None, address,
-                    len(pushed.layers_pushed) if pushed else 0, len(pushed.layers_existing) if pushed else 0,
-                    pushed.bytes_pushed if pushed else 0, image_bytes, clock.seconds)
+    return Delivery(release=release, environment=env.name, outcome=outcome, reason=reason, ref=ref,
+                    built=pushed is not None, address=address,
+                    layers_pushed=len(pushed.layers_pushed) if pushed else 0,
+                    layers_existing=len(pushed.layers_existing) if pushed else 0,
+                    bytes_pushed=pushed.bytes_pushed if pushed else 0, image_bytes=image_bytes,
+                    stage_seconds=clock.seconds)
 
 
-def skipped(env: Environment, reason: str, source: SourceTree, config: AppConfig, model: ModelRef,
-            serving: ServingVersion | None, clock: StageClock) -> Delivery:
+def skipped(release: Release, env: Environment, reason: str, serving: ServingVersion | None, clock: StageClock) -> Delivery:
     """Records and returns a delivery that rolled nothing out, and why."""
     get_run_logger().info("nothing to roll out: %s", reason)
-    create_markdown_artifact(key=f"delivery-{config.name}-{env.name}".lower().replace("_", "-"),
+    create_markdown_artifact(key=f"delivery-{release.app}-{env.name}".lower().replace("_", "-"),
                              markdown=f"**Skipped**: {reason}")
-    return delivery_record(config.name, env, "skipped", reason, source, model, serving.image if serving else "", None,
-                           0, clock, envs.address(env))
+    return delivery_record(release, env, "skipped", reason, serving.release.ref if serving else "", None, 0, clock,
+                           envs.address(env))
 
 
-def ship(app: AppRegistration, source: SourceTree, config: AppConfig, model: ModelRef, env: Environment,
-         settings: Settings, workdir: Path, clock: StageClock, by_event: bool) -> Delivery:
-    """Reuses or builds the tested image, then rolls it out holding the environment's lock."""
+def ship(app: AppRegistration, release: Release, source: SourceTree, config: AppConfig, model: ModelRef,
+         env: Environment, settings: Settings, workdir: Path, clock: StageClock, by_event: bool) -> Delivery:
+    """Reuses or builds the release's tested image, then rolls it out holding the environment's lock."""
     with clock.stage("find_image"):
-        existing = find_image(source, config, model, settings)
-    pushed, image_bytes = (None, 0) if existing else build_tested_image(source, config, model, settings, workdir, clock)
-    image = existing or pushed
+        existing = find_image(release, settings)
     if existing:
-        get_run_logger().info("image for %s + %s v%s already in the registry: %s; nothing is built",
-                              source.short_sha, model.name, model.version, existing.ref)
-    release = ReleaseInfo.from_pushed(image, source.sha, model.name, model.version, model.sha256, app.name, config.serve)
+        get_run_logger().info("image for %s already in the registry: %s; nothing is built", release.version, existing.ref)
+        pushed, image_bytes = None, 0
+    else:
+        pushed, image_bytes = build_tested_image(release, source, config, model, settings, workdir, clock)
+    pinned = release.pinned((existing or pushed).ref)
     waiting_since = time.monotonic()
-    with environment_lock(config.name, env.name):
+    with environment_lock(app.name, env.name):
         clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
         # Runs waiting here start in no set order: look again at what serves once it is our turn.
         serving = read_serving(app, env, settings)
-        if reason := skip_reason(serving, source.sha, model, by_event):
-            return skipped(env, reason, source, config, model, serving, clock)
+        if reason := skip_reason(serving, release, by_event):
+            return skipped(release, env, reason, serving, clock)
         with clock.stage("roll_out"):
-            result = roll_out(release, env)
-    return delivery_record(app.name, env, "delivered", "", source, model, result.ref, pushed, image_bytes, clock, result.address)
+            result = roll_out(pinned, env)
+    return delivery_record(release, env, "delivered", "", result.ref, pushed, image_bytes, clock, result.address)
 
 
 def run_delivery(app: AppRegistration, model_name: str, model_version: int | None, git_ref: str, environment: str,
@@ -180,9 +177,10 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
         with clock.stage("resolve"):
             model = resolve_model(model_name, model_version, settings)
             serving = read_serving(app, env, settings)
-        if reason := skip_reason(serving, source.sha, model, by_event):
-            return skipped(env, reason, source, config, model, serving, clock)
-        return ship(app, source, config, model, env, settings, workdir, clock, by_event)
+        release = Release(app=app.name, git_sha=source.sha, model=model, serve=config.serve)
+        if reason := skip_reason(serving, release, by_event):
+            return skipped(release, env, reason, serving, clock)
+        return ship(app, release, source, config, model, env, settings, workdir, clock, by_event)
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -235,12 +233,12 @@ def deliver_commit(sha: str, environment: str = "staging", repo: str | None = No
     apps = all_apps(settings)
     registration = find_app(apps, app) if app else route(apps, repo or "", "sources")
     serving = read_serving(registration, registration.environment(environment), settings)
-    name = serving.model_name if serving and serving.model_name else registration.default_model
+    name = serving.release.model.name if serving and serving.release.model.name else registration.default_model
     if not name:
         raise ConfigurationError(f"nothing serves of {registration.name} in {environment} and its registration names no "
                                  "default_model; deliver a model first (`aiship deliver MODEL --app "
                                  f"{registration.name}`) or add default_model to its registration")
-    version = serving.model_version if serving and serving.model_name == name else None
+    version = (serving.release.model.version or None) if serving and serving.release.model.name == name else None
     get_run_logger().info("push of %s to %s of %s by %s: delivering %s with model %s v%s", sha[:12], ref or "?",
                           repo or "?", pusher or "?", registration.name, name, version or "newest")
     return run_delivery(registration, name, version, sha, environment, settings, by_event=True)

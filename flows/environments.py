@@ -1,31 +1,24 @@
 """What serves where: read from the annotations of each environment's Deployment, never from memory.
 
-A rollout writes `io.aiship/*` annotations (git SHA, model name/version/sha256, digest) on the
-Deployment and on its pod template; the ReplicaSets Kubernetes keeps for a Deployment carry the
+A rollout writes a release's `io.aiship/*` annotations (`flows.release`) on the Deployment and on
+its pod template; the ReplicaSets Kubernetes keeps for a Deployment carry the
 older pod templates, so they also answer "what served before" (newest first) for a rollback.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.app_config import ServeSection
 from flows.errors import ConfigurationError, PlatformError, RolloutError
+from flows.release import PinnedRelease
 from flows.settings import Environment, Settings
 
 if TYPE_CHECKING:
     from flows.apps import AppRegistration
 
-ANNOTATION_PREFIX = "io.aiship/"
-APP = "io.aiship/app"
-GIT_SHA = "io.aiship/git-sha"
-MODEL_NAME = "io.aiship/model-name"
-MODEL_VERSION = "io.aiship/model-version"
-MODEL_SHA256 = "io.aiship/model-sha256"
-DIGEST = "io.aiship/digest"
-SERVE = "io.aiship/serve"  # the app's [serve] facts (port, paths, resources) as JSON: promote and rollback reuse them
 DEPLOYED_AT = "io.aiship/deployed-at"  # on the Deployment only: the pod template stays identical across re-deliveries
 FLOW_RUN = "io.aiship/flow-run"  # on the Deployment only (and so on its ReplicaSets): the Prefect run that rolled it out
 REVISION = "deployment.kubernetes.io/revision"
@@ -35,108 +28,33 @@ FAILED_REVISION = "io.aiship/rollout-failed-revision"
 FAILED_REASON = "io.aiship/rollout-failed-reason"
 
 
-def require_pinned(ref: str) -> str:
-    """Returns `ref` when it names an image by digest (`repo@sha256:…`), else raises RolloutError."""
-    if not isinstance(ref, str) or "@sha256:" not in ref or len(ref.rsplit("@sha256:", 1)[1]) != 64:
-        raise RolloutError(
-            "ImageNotPinned",
-            f"image reference {ref!r} is not pinned by digest: expected repo@sha256:<64 hex>; "
-            "roll out the reference the push reported (PushedImage.ref), never a tag",
-        )
-    return ref
-
-
-@dataclass(frozen=True)
-class ReleaseInfo:
-    """What a rollout puts in an environment: the image by digest and what went into it."""
-
-    ref: str  # repo@sha256:<64 hex>
-    git_sha: str
-    model_name: str
-    model_version: int
-    model_sha256: str
-    app: str  # the registered app's name: its Deployment, Service and image repository
-    serve: ServeSection = ServeSection()  # how the app is reached, from its aiship.toml at git_sha
-
-    def __post_init__(self) -> None:
-        require_pinned(self.ref)
-
-    @property
-    def digest(self) -> str:
-        """`sha256:<64 hex>`, the part of the reference that pins the image."""
-        return self.ref.rsplit("@", 1)[1]
-
-    def annotations(self) -> dict[str, str]:
-        """The pod template's `io.aiship/*` annotations (annotation values are strings)."""
-        return {
-            APP: self.app,
-            GIT_SHA: self.git_sha,
-            MODEL_NAME: self.model_name,
-            MODEL_VERSION: str(self.model_version),
-            MODEL_SHA256: self.model_sha256,
-            DIGEST: self.digest,
-            SERVE: self.serve.model_dump_json(),
-        }
-
-    @classmethod
-    def from_pushed(cls, pushed: Any, git_sha: str, model_name: str, model_version: int, model_sha256: str,
-                    app: str, serve: ServeSection = ServeSection()) -> ReleaseInfo:
-        """Builds a release from anything with a `.ref` (flows.registry.PushedImage) and the model's facts."""
-        return cls(pushed.ref, git_sha, model_name, int(model_version), model_sha256, app, serve)
-
-
 @dataclass(frozen=True)
 class ServingVersion:
     """What one Deployment serves (or served, for an older ReplicaSet), and where it answers."""
 
     environment: str
     namespace: str
-    image: str
-    digest: str
-    git_sha: str
-    model_name: str
-    model_version: int | None
-    model_sha256: str
+    release: PinnedRelease
     deployed_at: str
     replicas_ready: int
     replicas_desired: int
     address: str
-    app: str = ""
-    serve: ServeSection = ServeSection()
 
-    def release(self) -> ReleaseInfo:
-        """This version as a release to roll out again (promote, rollback): same image by digest, nothing rebuilt."""
-        return ReleaseInfo(self.image, self.git_sha, self.model_name, self.model_version or 0, self.model_sha256,
-                           self.app, self.serve)
+    @property
+    def digest(self) -> str:
+        return self.release.digest
 
 
-def parse_annotations(annotations: dict[str, str] | None, image: str, app: str = "") -> dict[str, Any]:
-    """The release fields from `io.aiship/*` annotations; a missing one is '' (the digest falls back to the
-    image's, the app to `app`, the name of the Deployment they were read from)."""
-    ann = annotations or {}
-    version = ann.get(MODEL_VERSION, "")
-    digest = ann.get(DIGEST) or (image.rsplit("@", 1)[1] if "@sha256:" in image else "")
-    return {
-        "image": image,
-        "app": ann.get(APP) or app,
-        "digest": digest,
-        "git_sha": ann.get(GIT_SHA, ""),
-        "model_name": ann.get(MODEL_NAME, ""),
-        "model_version": int(version) if version.isdigit() else None,
-        "model_sha256": ann.get(MODEL_SHA256, ""),
-        "deployed_at": ann.get(DEPLOYED_AT, ""),
-        "serve": parse_serve(ann.get(SERVE)),
-    }
-
-
-def parse_serve(value: str | None) -> ServeSection:
-    """The [serve] facts a release was rolled out with; a release from before they were recorded gets the defaults."""
-    if not value:
-        return ServeSection()
+def release_of(template: dict[str, Any], app_name: str) -> PinnedRelease | None:
+    """The release a pod template runs, or None when its image is not pinned by digest (changed outside aiship)."""
+    image = app_image(template)
     try:
-        return ServeSection.model_validate_json(value)
-    except ValueError as exc:
-        raise RolloutError("BadAnnotation", f"annotation {SERVE} is not valid ({exc}); deliver the app again") from exc
+        return PinnedRelease.from_annotations((template.get("metadata") or {}).get("annotations"), image, app_name)
+    except RolloutError:
+        logging.getLogger("aiship.environments").warning(
+            "the %s pod template runs %s, not pinned by digest: it was changed outside aiship, and aiship "
+            "reads it as nothing it delivered", app_name, image)
+        return None
 
 
 def app_image(template: dict[str, Any]) -> str:
@@ -203,10 +121,14 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
     desired = deployment["spec"].get("replicas", 0)
     if desired == 0:
         return None
-    fields = parse_annotations(deployment["metadata"].get("annotations"), app_image(deployment["spec"]["template"]), app_name)
+    # The Deployment carries the pod template's annotations too, and its deployed-at besides.
+    meta = deployment["metadata"].get("annotations") or {}
+    release = release_of({"metadata": {"annotations": meta}, "spec": deployment["spec"]["template"]["spec"]}, app_name)
+    if release is None:
+        return None
     ready = (deployment.get("status") or {}).get("readyReplicas", 0)
-    return ServingVersion(environment.name, environment.namespace, replicas_ready=ready, replicas_desired=desired,
-                          address=address(environment), **fields)
+    return ServingVersion(environment.name, environment.namespace, release, meta.get(DEPLOYED_AT, ""), ready, desired,
+                          address(environment))
 
 
 def serving(app: AppRegistration, api_client, names: list[str] | None = None) -> dict[str, ServingVersion | None]:
@@ -228,14 +150,12 @@ def previous_releases(api_client, environment: Environment, app_name: str) -> li
         meta = rs["metadata"].get("annotations") or {}
         if meta.get(FAILED_REVISION) and meta.get(FAILED_REVISION) == meta.get(REVISION):
             continue  # a rollout that failed and was undone: it never served
-        template = rs["spec"]["template"]
-        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template), app_name)
-        if not fields["digest"] or fields["digest"] in seen:
+        release = release_of(rs["spec"]["template"], app_name)
+        if release is None or release.digest in seen:
             continue
-        seen.add(fields["digest"])
-        fields["deployed_at"] = rs["metadata"].get("creationTimestamp", "")
-        releases.append(ServingVersion(environment.name, environment.namespace, replicas_ready=0, replicas_desired=0,
-                                       address=address(environment), **fields))
+        seen.add(release.digest)
+        releases.append(ServingVersion(environment.name, environment.namespace, release,
+                                       rs["metadata"].get("creationTimestamp", ""), 0, 0, address(environment)))
     return releases
 
 
@@ -244,7 +164,7 @@ def previous_digests(api_client, environment: Environment, app_name: str) -> lis
     return [r.digest for r in previous_releases(api_client, environment, app_name)]
 
 
-def previous_release(api_client, environment: Environment, app_name: str, digest: str | None = None) -> ReleaseInfo:
+def previous_release(api_client, environment: Environment, app_name: str, digest: str | None = None) -> PinnedRelease:
     """The release to roll back to: the one that served just before, or the one with `digest`; for `rollback`."""
     releases = previous_releases(api_client, environment, app_name)
     chosen = [r for r in releases if digest in (None, "", r.digest)]
@@ -252,7 +172,7 @@ def previous_release(api_client, environment: Environment, app_name: str, digest
         known = ", ".join(r.digest for r in releases) or "none"
         raise RolloutError("NothingToRollBackTo", f"no earlier release {digest or ''} in {environment.namespace}; "
                            f"digests that served there before: {known}")
-    return chosen[0].release()
+    return chosen[0].release
 
 
 def replica_sets(api_client, namespace: str, app_name: str) -> list[dict[str, Any]]:
@@ -277,8 +197,9 @@ def serving_markdown(table: dict[str, ServingVersion | None]) -> str:
         if v is None:
             lines.append(f"| {name} | — | — | — | — | nothing serves | — | 0 | — |")
             continue
-        lines.append(f"| {name} | `{v.git_sha[:12]}` | {v.model_name} | {v.model_version} | `{v.model_sha256[:12]}` | "
-                     f"`{v.digest}` | {v.deployed_at} | {v.replicas_ready}/{v.replicas_desired} | {v.address} |")
+        r = v.release
+        lines.append(f"| {name} | `{r.short_sha}` | {r.model.name} | {r.model.version} | `{r.model.sha256[:12]}` | "
+                     f"`{r.digest}` | {v.deployed_at} | {v.replicas_ready}/{v.replicas_desired} | {v.address} |")
     return "\n".join(lines)
 
 
@@ -290,7 +211,7 @@ def status_lines(tables: dict[str, dict[str, ServingVersion | None]]) -> list[st
             if v is None:
                 rows.append((app, name, "(nothing serves)", "-", "-", "0/0", "-", "-"))
             else:
-                rows.append((app, name, v.digest, v.git_sha[:12] or "-", f"{v.model_name} v{v.model_version}",
+                rows.append((app, name, v.digest, v.release.short_sha or "-", str(v.release.model),
                              f"{v.replicas_ready}/{v.replicas_desired}", v.deployed_at or "-", v.address))
     return aligned(rows)
 
@@ -320,13 +241,13 @@ def history(api_client, environment: Environment, app_name: str) -> list[History
     entries = []
     for rs in replica_sets(api_client, environment.namespace, app_name):
         meta = rs["metadata"].get("annotations") or {}
-        template = rs["spec"]["template"]
-        fields = parse_annotations(template["metadata"].get("annotations"), app_image(template), app_name)
+        release = release_of(rs["spec"]["template"], app_name)
+        if release is None:
+            continue
         failed = bool(meta.get(FAILED_REVISION)) and meta.get(FAILED_REVISION) == meta.get(REVISION)
-        serving_now = now is not None and fields["digest"] == now.digest and not failed
+        serving_now = now is not None and release.digest == now.digest and not failed
         state = "failed" if failed else "serving" if serving_now else "served"
-        entries.append(HistoryEntry(int(meta.get(REVISION, "0")), fields["digest"], fields["git_sha"],
-                                    f"{fields['model_name']} v{fields['model_version']}",
+        entries.append(HistoryEntry(int(meta.get(REVISION, "0")), release.digest, release.git_sha, str(release.model),
                                     meta.get(DEPLOYED_AT) or rs["metadata"].get("creationTimestamp", ""),
                                     meta.get(FLOW_RUN, ""), state))
     return entries

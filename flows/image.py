@@ -29,6 +29,7 @@ from flows.app_config import AppConfig
 from flows.errors import ImageBuildError
 from flows.model_store.base import FetchedModel
 from flows.oci import ModelLayer
+from flows.release import LABEL_CREATED, Release
 from flows.retry import retry_condition
 from flows.settings import Settings
 from flows.source import SourceTree
@@ -39,37 +40,8 @@ MODEL_DIR = "model"
 WHEELS_DIR = "wheels"
 CODE_STAGE = "code"  # the Dockerfile stage dockerd builds; the model layer goes on top of it
 LAYER_FILE = "aiship-model-layer.tar"  # written next to the fetched model, in the run's work folder
-LABEL_MODEL_NAME = "io.aiship.model.name"
-LABEL_MODEL_VERSION = "io.aiship.model.version"
-LABEL_MODEL_SHA256 = "io.aiship.model.sha256"
-LABEL_REVISION = "org.opencontainers.image.revision"
-LABEL_CREATED = "org.opencontainers.image.created"
-LABEL_SOURCE = "org.opencontainers.image.source"
-LABEL_VERSION = "org.opencontainers.image.version"
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """What the image needs to know about the fetched model (taken from a FetchedModel)."""
-
-    name: str
-    version: int
-    sha256: str
-    model_file: Path
-    manifest_file: Path
-
-    @classmethod
-    def from_fetched(cls, fetched: FetchedModel) -> ModelInputs:
-        """From a fetched, verified model."""
-        ref = fetched.ref
-        return cls(ref.name, int(ref.version), ref.sha256, Path(fetched.path), Path(fetched.manifest_path))
-
-    @property
-    def layer_path(self) -> Path:
-        """Where the model layer tar is written: beside the fetched model, in the run's work folder."""
-        return self.model_file.parent / LAYER_FILE
 
 
 @dataclass(frozen=True)
@@ -81,6 +53,7 @@ class BuiltImage:
     `code_image_id` is that image's id.
     """
 
+    release: Release
     image_id: str
     tag: str
     labels: dict[str, str]
@@ -88,10 +61,6 @@ class BuiltImage:
     code_image_id: str
     model_layer: ModelLayer
     config: bytes = field(repr=False)
-    git_sha: str
-    model_name: str
-    model_version: int
-    model_sha256: str
     size_bytes: int
     seconds: float
     steps_cached: int
@@ -102,21 +71,6 @@ class BuiltImage:
 
 
 # ---------------------------------------------------------------- pure parts: tag and labels
-
-
-def image_version(git_sha: str, model_name: str, model_version: int) -> str:
-    """`<gitsha12>-<model>-v<version>`: the tag and the OCI version label."""
-    return f"{git_sha[:12]}-{model_name}-v{model_version}"
-
-
-def image_tag(registry: str, app_name: str, git_sha: str, model_name: str, model_version: int) -> str:
-    """`<registry>/<app>:<gitsha12>-<model>-v<version>`, refusing inputs that make an invalid tag."""
-    if not re.fullmatch(r"[0-9a-f]{12,64}", git_sha):
-        raise ImageBuildError(f"git SHA {git_sha!r} is not hex; pass the full commit SHA of the source tree")
-    version = image_version(git_sha, model_name, model_version)
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", version):
-        raise ImageBuildError(f"image tag {version!r} is not a valid Docker tag; rename the model")
-    return f"{registry.rstrip('/')}/{app_name}:{version}"
 
 
 def code_tag(image: str, git_sha: str) -> str:
@@ -147,17 +101,9 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def image_labels(git_sha: str, committed_at: datetime, repo_url: str, model: ModelInputs) -> dict[str, str]:
+def image_labels(release: Release, committed_at: datetime, repo_url: str) -> dict[str, str]:
     """The image's labels. `created` is the commit's time, so the same inputs give the same labels."""
-    return {
-        LABEL_REVISION: git_sha,
-        LABEL_CREATED: rfc3339(committed_at),
-        LABEL_SOURCE: without_credentials(repo_url),
-        LABEL_VERSION: image_version(git_sha, model.name, model.version),
-        LABEL_MODEL_NAME: model.name,
-        LABEL_MODEL_VERSION: str(model.version),
-        LABEL_MODEL_SHA256: model.sha256,
-    }
+    return release.labels(rfc3339(committed_at), without_credentials(repo_url))
 
 
 # ---------------------------------------------------------------- the build context
@@ -383,18 +329,19 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
     return loaded
 
 
-def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: datetime, repo_url: str,
-                    wheels_dir: Path, model: ModelInputs, tag: str, base_image: str,
+def build_app_image(client: Any, source_dir: Path, release: Release, model_file: Path, manifest_file: Path,
+                    committed_at: datetime, repo_url: str, wheels_dir: Path, tag: str, base_image: str,
                     nocache: bool = False, dockerfile: str = "Dockerfile", code_stage: str = CODE_STAGE,
                     model_dir: str = oci.MODEL_MOUNT) -> BuiltImage:
     """Builds the code image with dockerd, adds the model layer, and tags the result `tag` in dockerd.
 
     Args:
         source_dir: the checked-out app (its Dockerfile with the code stage aiship.toml names).
+        release: the app, git SHA and model the image carries (its labels).
+        model_file, manifest_file: the fetched, verified model; its layer is written beside it.
         committed_at: the commit's time: the image's `created`, so rebuilding gives the same image.
         wheels_dir: the dependencies' wheels, prepared on the host (`flows.wheels`).
-        model: the fetched, verified model; its layer is written to `model.layer_path`.
-        tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`image_tag`).
+        tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`Release.image_tag`).
         nocache: rebuild the code image without dockerd's layer cache.
         dockerfile, code_stage, model_dir: from the app's aiship.toml.
     """
@@ -407,23 +354,21 @@ def build_app_image(client: Any, source_dir: Path, git_sha: str, committed_at: d
         timings.append((part, round(now - clock, 3)))
         clock = now
 
-    labels = image_labels(git_sha, committed_at, repo_url, model)
+    labels = image_labels(release, committed_at, repo_url)
     members = context_members(source_dir, wheels_dir, dockerfile, (code_stage,))
-    code = code_tag(tag, git_sha)
-    progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": git_sha},
+    code = code_tag(tag, release.git_sha)
+    progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": release.git_sha},
                          nocache=nocache, target=code_stage, dockerfile=dockerfile)
     lap("code image")
-    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path, model_dir)
+    layer = oci.write_model_layer(model_file, manifest_file, model_file.parent / LAYER_FILE, model_dir)
     lap("model layer")
     config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
     loaded = load_image(client, config, tag, layer)
     lap("docker load")
-    image_id, size = loaded["Id"], int(loaded.get("Size", 0))
     return BuiltImage(
-        image_id=image_id, tag=tag, labels=labels, code_tag=code, code_image_id=progress.image_id,
-        model_layer=layer, config=config,
-        git_sha=git_sha, model_name=model.name, model_version=model.version, model_sha256=model.sha256,
-        size_bytes=size, seconds=round(time.monotonic() - started, 3),
+        release=release, image_id=loaded["Id"], tag=tag, labels=labels, code_tag=code,
+        code_image_id=progress.image_id, model_layer=layer, config=config,
+        size_bytes=int(loaded.get("Size", 0)), seconds=round(time.monotonic() - started, 3),
         steps_cached=progress.cached, steps_run=tuple(progress.run_steps),
         build_log_tail=tuple(progress.tail[-10:]), timings=tuple(timings),
     )
@@ -454,8 +399,8 @@ def iter_summary(built: BuiltImage) -> Iterator[str]:
     rebuilt = ", ".join(f"`{step.split(' : ', 1)[-1][:60]}`" for step in layer_steps(built.steps_run))
     yield from summary_table(f"Image build `{built.tag}`", [
         ("image id (config digest)", f"`{built.image_id}`"),
-        ("git SHA", f"`{built.git_sha}`"),
-        ("model", f"{built.model_name} v{built.model_version} (`{built.model_sha256[:12]}…`)"),
+        ("git SHA", f"`{built.release.git_sha}`"),
+        ("model", f"{built.release.model} (`{built.release.model.sha256[:12]}…`)"),
         ("model layer", f"`{built.model_layer.digest}`, {built.model_layer.size / 1e6:.1f} MB, uncompressed"),
         ("size", f"{built.size_bytes / 1e6:.1f} MB"),
         ("code image steps reused (cache) / run", f"{built.steps_cached} / {len(built.steps_run)}"),
@@ -493,12 +438,14 @@ def docker_client() -> Any:
 
 # Only a lost daemon connection or a timeout is retried; a failing Dockerfile step is an answer.
 @task(name="build-image", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_condition)
-def build_image(source: SourceTree, model: FetchedModel, config: AppConfig, settings: Settings) -> BuiltImage:
-    """Builds the app image for a source tree and a verified model, and publishes a build summary.
+def build_image(release: Release, source: SourceTree, model: FetchedModel, config: AppConfig,
+                settings: Settings) -> BuiltImage:
+    """Builds the image of a release from its source tree and verified model, and publishes a build summary.
 
     Args:
-        source: the checked-out app.
-        model: the fetched, verified model.
+        release: the app, git SHA and model the image carries.
+        source: the checked-out app at the release's git SHA.
+        model: the fetched, verified model the release names.
         config: the app's aiship.toml (Dockerfile, code stage, requirements, model folder).
         settings: aiship's settings (registry, base image, cache folder).
 
@@ -509,15 +456,17 @@ def build_image(source: SourceTree, model: FetchedModel, config: AppConfig, sett
 
     from flows.wheels import prepare_wheels
 
-    inputs = ModelInputs.from_fetched(model)
+    if (source.sha, model.ref.sha256) != (release.git_sha, release.model.sha256):
+        raise ImageBuildError(f"release {release.version} names git {release.short_sha} and model sha256 "
+                              f"{release.model.sha256[:12]}, but the build was given {source.short_sha} and "
+                              f"{model.ref.sha256[:12]}; build from the release's own inputs")
     wheels = prepare_wheels(requirement_files(source, config), settings.cache_dir)
-    tag = image_tag(settings.registry_host, config.name, source.sha, inputs.name, inputs.version)
     client = docker_client()
     try:
-        built = build_app_image(client, source.path, source.sha, source.committed_at, source.repo_url,
-                                wheels.path, inputs, tag, settings.base_image, nocache=settings.build_nocache,
-                                dockerfile=config.build.dockerfile, code_stage=config.build.code_stage,
-                                model_dir=config.model.dir)
+        built = build_app_image(client, source.path, release, Path(model.path), Path(model.manifest_path),
+                                source.committed_at, source.repo_url, wheels.path, release.image_tag(settings.registry_host),
+                                settings.base_image, nocache=settings.build_nocache, dockerfile=config.build.dockerfile,
+                                code_stage=config.build.code_stage, model_dir=config.model.dir)
     finally:
         client.close()
     create_markdown_artifact(key=f"build-summary-{config.name}", markdown="\n".join(iter_summary(built)),

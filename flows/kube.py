@@ -12,6 +12,7 @@ from typing import Any
 
 from flows import environments as envs
 from flows.errors import RolloutError
+from flows.release import ANNOTATION_PREFIX, DIGEST
 from flows.retry import call_with_retries
 
 PULL_SECRET = "aiship-registry"
@@ -104,8 +105,8 @@ def apply(api_client, manifests, registry_block: str) -> None:
     def replace_deployment(old, body):
         body = json.loads(json.dumps(body))
         old_ann = old.metadata.annotations or {}
-        kept = {k: v for k, v in old_ann.items() if not k.startswith(envs.ANNOTATION_PREFIX)}
-        if old_ann.get(envs.DIGEST) == body["metadata"]["annotations"].get(envs.DIGEST) and old_ann.get(envs.DEPLOYED_AT):
+        kept = {k: v for k, v in old_ann.items() if not k.startswith(ANNOTATION_PREFIX)}
+        if old_ann.get(DIGEST) == body["metadata"]["annotations"].get(DIGEST) and old_ann.get(envs.DEPLOYED_AT):
             kept[envs.DEPLOYED_AT] = old_ann[envs.DEPLOYED_AT]  # the same image again: it has served since then
         body["metadata"]["annotations"] = {**body["metadata"]["annotations"], **kept}
         body["metadata"]["resourceVersion"] = old.metadata.resource_version
@@ -191,7 +192,7 @@ def restore(api_client, ns: str, name: str, previous, replicas: int) -> None:
 
     def once() -> None:
         body = read_deployment(api_client, ns, name)
-        kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(envs.ANNOTATION_PREFIX)}
+        kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(ANNOTATION_PREFIX)}
         body["metadata"]["annotations"] = {**kept, **previous.annotations}
         body["spec"]["template"] = previous.template
         body["spec"]["replicas"] = replicas

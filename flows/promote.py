@@ -10,11 +10,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 
 from flows import environments as envs
-from flows.deliver import read_serving
-from flows.environments import ReleaseInfo, ServingVersion
 from flows.apps import app_named
+from flows.deliver import read_serving
+from flows.environments import ServingVersion
 from flows.errors import ConfigurationError
 from flows.locks import environment_lock
+from flows.release import PinnedRelease
 from flows.rollout import RolloutResult, roll_out
 from flows.settings import Settings
 
@@ -40,11 +41,10 @@ class Promotion:
     comment: str
 
 
-def approval_markdown(release: ReleaseInfo, source: str, target: str, answer: Approval | None) -> str:
+def approval_markdown(release: PinnedRelease, source: str, target: str, answer: Approval | None) -> str:
     """The promotion's record: what, from where to where, and who decided what."""
     lines = [f"**Promotion {source} → {target}**", "", f"- image: `{release.ref}`",
-             f"- git SHA: `{release.git_sha}`", f"- model: {release.model_name} v{release.model_version} "
-             f"(`{release.model_sha256[:12]}`)"]
+             f"- git SHA: `{release.git_sha}`", f"- model: {release.model} (`{release.model.sha256[:12]}`)"]
     if answer is None:
         lines.append("- decision: waiting for approval")
     else:
@@ -76,13 +76,13 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     serving = read_serving(registration, source, settings)
     if serving is None:
         raise ConfigurationError(f"nothing of {registration.name} serves in {source.name} to promote; deliver there first")
-    release = serving.release()
+    release = serving.release
     key = f"promotion-{registration.name}"
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))
     if registration.promotion_needs_approval:
         answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
-            description=f"Promote {registration.name} `{release.ref}` ({release.model_name} v{release.model_version}, "
-                        f"git {release.git_sha[:12]}) from {source.name} to {target.name}?",
+            description=f"Promote {registration.name} `{release.ref}` ({release.model}, "
+                        f"git {release.short_sha}) from {source.name} to {target.name}?",
             approve=False, reviewer=""), timeout=approval_timeout_seconds)
     else:
         answer = Approval(approve=True, reviewer="(no approval needed: the app's registration)")
@@ -131,7 +131,7 @@ def rollback(environment: str = "staging", digest: str | None = None, app: str |
     finally:
         api_client.close()
     target = pick_release(previous, digest, env.name)
-    get_run_logger().info("rolling %s of %s back to %s (%s v%s)", env.name, registration.name, target.digest,
-                          target.model_name, target.model_version)
+    get_run_logger().info("rolling %s of %s back to %s (%s)", env.name, registration.name, target.digest,
+                          target.release.model)
     with environment_lock(registration.name, env.name):
-        return roll_out(target.release(), env)
+        return roll_out(target.release, env)

@@ -26,7 +26,8 @@ from prefect import task
 from flows import oci
 from flows.distribution import RegistryAPI, RegistryHTTPError
 from flows.errors import ImagePushError
-from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, BuiltImage, summary_table
+from flows.image import BuiltImage, summary_table
+from flows.release import Release
 from flows.retry import retry_condition
 from flows.settings import Settings
 
@@ -201,9 +202,8 @@ def push_built(client: Any, built: BuiltImage, credentials: Any, log: Any = None
 # ---------------------------------------------------------------- what is already there
 
 
-def find_existing(repo: str, tag: str, expected_labels: dict[str, str], credentials: Any,
-                  timeout: float = 30.0) -> PushedImage | None:
-    """The image already pushed as `repo:tag` when its config labels name the same git SHA and model sha256.
+def find_existing(repo: str, tag: str, release: Release, credentials: Any, timeout: float = 30.0) -> PushedImage | None:
+    """The image already pushed as `repo:tag` when its config labels name the release's git SHA and model sha256.
 
     None when the tag is absent, or names other inputs (then the build goes ahead and re-tags).
     """
@@ -216,9 +216,7 @@ def find_existing(repo: str, tag: str, expected_labels: dict[str, str], credenti
             config = json.loads(registry.blob(json.loads(manifest)["config"]["digest"]))
     except RegistryHTTPError as exc:
         raise push_error(repo, tag, str(exc)) from exc
-    labels = (config.get("config") or {}).get("Labels") or {}
-    wanted = {k: expected_labels[k] for k in (LABEL_REVISION, LABEL_MODEL_SHA256)}
-    if any(labels.get(k) != v for k, v in wanted.items()):
+    if not release.built_by((config.get("config") or {}).get("Labels") or {}):
         return None
     return PushedImage(ref=f"{repo}@{digest}", digest=digest, tag=tag)
 

@@ -29,8 +29,9 @@ from flows import environments as envs
 from flows import kube
 from flows.app_config import ServeSection
 from flows.apps import all_apps, find_app
-from flows.environments import ReleaseInfo, app_image, require_pinned
+from flows.environments import app_image
 from flows.errors import RolloutError
+from flows.release import ANNOTATION_PREFIX, SERVE, PinnedRelease, parse_serve, require_pinned
 from flows.retry import backoff_delays, retry_condition
 from flows.settings import Environment, Settings
 
@@ -93,12 +94,16 @@ class Previous:
     annotations: dict[str, str] = field(default_factory=dict)
 
     @property
+    def release(self) -> PinnedRelease | None:
+        """The release that served before (None when its image was not pinned: changed outside aiship)."""
+        return envs.release_of({"metadata": {"annotations": self.annotations}, "spec": self.template.get("spec", {})}, "")
+
+    @property
     def digest(self) -> str:
         """The digest of the image that served before."""
-        return envs.parse_annotations(self.annotations, app_image(self.template))["digest"]
+        return self.release.digest if self.release else app_image(self.template)
 
-
-def render_manifests(release: ReleaseInfo, environment: Environment, settings: Settings, deployed_at: str) -> Manifests:
+def render_manifests(release: PinnedRelease, environment: Environment, settings: Settings, deployed_at: str) -> Manifests:
     """Renders namespace, Service and Deployment for `release` in `environment` from the packaged templates."""
     require_pinned(release.ref)
     serve = release.serve
@@ -206,13 +211,13 @@ def find_previous(deployment: dict[str, Any] | None, replica_sets: list[dict[str
         return None
     if is_complete(deployment):
         ann = deployment["metadata"].get("annotations") or {}
-        return Previous(_clean(deployment["spec"]["template"]), {k: v for k, v in ann.items() if k.startswith(envs.ANNOTATION_PREFIX)})
+        return Previous(_clean(deployment["spec"]["template"]), {k: v for k, v in ann.items() if k.startswith(ANNOTATION_PREFIX)})
     for rs in replica_sets:
         template = rs["spec"]["template"]
         if app_image(template) != new_ref and (rs.get("status") or {}).get("availableReplicas", 0) > 0:
             ann = dict(template["metadata"].get("annotations") or {})
             ann.setdefault(envs.DEPLOYED_AT, rs["metadata"].get("creationTimestamp", ""))
-            return Previous(_clean(template), {k: v for k, v in ann.items() if k.startswith(envs.ANNOTATION_PREFIX)})
+            return Previous(_clean(template), {k: v for k, v in ann.items() if k.startswith(ANNOTATION_PREFIX)})
     return None
 
 
@@ -229,7 +234,7 @@ def recovery(previous: Previous | None) -> Literal["rollback", "scale-to-zero"]:
     return "rollback" if previous is not None else "scale-to-zero"
 
 
-def roll_out_release(api_client, release: ReleaseInfo, environment: Environment, settings: Settings,
+def roll_out_release(api_client, release: PinnedRelease, environment: Environment, settings: Settings,
                      poll_seconds: float = 1.0) -> RolloutResult:
     """Applies `release` to `environment`, waits until it serves; on failure restores what served before and raises."""
     require_pinned(release.ref)
@@ -257,7 +262,7 @@ def roll_out_release(api_client, release: ReleaseInfo, environment: Environment,
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
     restored_at = _utc_now()[:19]
-    restored_serve = envs.parse_serve(previous.annotations.get(envs.SERVE))
+    restored_serve = parse_serve(previous.annotations.get(SERVE))
     kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve))
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
     if undo.state != "complete":
@@ -281,8 +286,8 @@ def _utc_now() -> str:
 
 
 def _raise_restored(verdict: Verdict, previous: Previous, details: str) -> RolloutResult:
-    ann = previous.annotations
-    what = f"git {ann.get(envs.GIT_SHA, '?')[:12]}, model {ann.get(envs.MODEL_NAME, '?')} v{ann.get(envs.MODEL_VERSION, '?')}"
+    release = previous.release
+    what = f"git {release.short_sha or '?'}, model {release.model}" if release else "not delivered by aiship"
     raise RolloutError(verdict.reason, f"{verdict.message}; restored {previous.digest} ({what})", details)
 
 
@@ -304,7 +309,7 @@ def result_markdown(result: RolloutResult) -> str:
 
 
 @task(name="roll-out", retries=3, retry_delay_seconds=backoff_delays(4, first=2.0), retry_condition_fn=retry_condition)
-def roll_out(release: ReleaseInfo, environment: Environment, kubeconfig: str | None = None) -> RolloutResult:
+def roll_out(release: PinnedRelease, environment: Environment, kubeconfig: str | None = None) -> RolloutResult:
     """Rolls a digest-pinned image out to an environment and rolls back by itself when it fails.
 
     Retried only for transient API errors (connection, timeout, 5xx, 429); a failed rollout is an
@@ -326,7 +331,7 @@ def roll_out(release: ReleaseInfo, environment: Environment, kubeconfig: str | N
         api_client.close()
 
 
-def _roll_out_and_publish(api_client, release: ReleaseInfo, env: Environment, settings: Settings) -> RolloutResult:
+def _roll_out_and_publish(api_client, release: PinnedRelease, env: Environment, settings: Settings) -> RolloutResult:
     key = f"rollout-{release.app}-{env.name}".lower().replace("_", "-")
     try:
         result = roll_out_release(api_client, release, env, settings)

@@ -19,7 +19,8 @@ from prefect import task
 
 from flows.app_config import AppConfig, GoldenSection, ServeSection
 from flows.errors import SmokeTestError
-from flows.image import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION, BuiltImage
+from flows.image import BuiltImage
+from flows.release import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION
 from flows.manifest import GoldenSet
 from flows.model_store.base import FetchedModel
 

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from flows.errors import ModelIntegrityError, ModelNotFoundError, ModelStoreError
+from flows.release import ModelId
 from flows.manifest import (
     CARD_FILE, MANIFEST_FILE, MODEL_FILE, ModelManifest, parse_manifest, read_card, sha256_file,
     validate_model_name,
@@ -37,14 +38,9 @@ MAX_CLAIM_TRIES = 100
 PICKLE_MAGIC = (b"\x80", b"(", b"c")  # protocol 2+ opcode, protocol 0 MARK / GLOBAL
 
 
-class ModelRef(BaseModel):
-    """One published model version, pinned by sha256."""
+class ModelRef(ModelId):
+    """One published model version, pinned by sha256, and where its store keeps it."""
 
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    version: int
-    sha256: str
     size: int
     uri: str
     manifest: ModelManifest

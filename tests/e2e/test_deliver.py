@@ -52,10 +52,10 @@ def test_1_first_delivery_serves_v1(e2e_environment, worktree, model_name, tmp_p
     STATE["model_dir"] = model_dir
     assert publish(tmp_path, model_dir, model_name) == 1
     result = deliver(model_name, None, "main", e2e_environment.name)
-    assert result.outcome == "delivered" and result.model_version == 1 and result.built
+    assert result.outcome == "delivered" and result.release.model.version == 1 and result.built
     assert "@sha256:" in result.ref
     served = version_served(kube, e2e_environment)
-    assert served["model"] == {"name": model_name, "version": 1, "sha256": result.model_sha256}
+    assert served["model"] == {"name": model_name, "version": 1, "sha256": result.release.model.sha256}
     assert served["git_sha"] == worktree.git("rev-parse", "main")
     status = subprocess.run([sys.executable, "-m", "flows.cli", "status", "e2e"], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True).stdout
@@ -68,7 +68,7 @@ def test_2_model_only_change_pushes_one_layer_and_same_inputs_build_nothing(e2e_
 
     assert publish(tmp_path, good_model(tmp_path / "v2", seed=1), model_name) == 2
     result = deliver(model_name, None, "main", e2e_environment.name)
-    assert result.outcome == "delivered" and result.model_version == 2 and result.built
+    assert result.outcome == "delivered" and result.release.model.version == 2 and result.built
     assert result.layers_pushed == 1, f"a model-only change pushed {result.layers_pushed} layers"
     assert result.layers_existing >= 3
     assert version_served(kube, e2e_environment)["model"]["version"] == 2
@@ -80,17 +80,16 @@ def test_2_model_only_change_pushes_one_layer_and_same_inputs_build_nothing(e2e_
 
 def test_3_golden_set_failure_is_not_pushed_and_v2_serves(e2e_environment, model_name, tmp_path, docker_client, settings, kube):
     from flows.deliver import deliver
-    from flows.image import LABEL_MODEL_SHA256, LABEL_REVISION, image_tag
     from flows.model_store import get_store
     from flows.registry import find_existing, load_credentials
+    from flows.release import Release
 
     version = publish(tmp_path, golden_set_failing_model(tmp_path / "bad"), model_name)
     with pytest.raises(SmokeTestError):
         deliver(model_name, version, "main", e2e_environment.name)
     ref = get_store(settings).resolve(model_name, version)
-    sha = STATE["v2"].git_sha
-    repo, _, tag = image_tag(settings.registry_host, settings.app_name, sha, model_name, version).rpartition(":")
-    pushed = find_existing(repo, tag, {LABEL_REVISION: sha, LABEL_MODEL_SHA256: ref.sha256},
+    release = Release(app=settings.app_name, git_sha=STATE["v2"].release.git_sha, model=ref)
+    pushed = find_existing(release.repository(settings.registry_host), release.version, release,
                            load_credentials(settings.registry_credentials_block))
     assert pushed is None, "an image that failed its smoke test was pushed"
     assert version_served(kube, e2e_environment)["model"]["version"] == 2
@@ -120,15 +119,14 @@ def test_4_cluster_only_failures_roll_back_with_zero_failed_requests(overlay, e2
     assert load.ok > 20 and load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
     assert len(watcher.hashes) >= 2, f"only ReplicaSets {watcher.hashes} had pods: no rollout happened"
     served = version_served(kube, e2e_environment)
-    assert served["model"]["version"] == 2 and served["git_sha"] == STATE["v2"].git_sha
+    assert served["model"]["version"] == 2 and served["git_sha"] == STATE["v2"].release.git_sha
 
 
 def test_4_digest_that_does_not_exist_rolls_back(e2e_environment, model_name, kube, settings):
-    from flows.environments import ReleaseInfo
     from flows.rollout import roll_out
 
     missing = f"{settings.registry_host}/{settings.app_name}@sha256:{'0' * 64}"
-    release = ReleaseInfo(missing, STATE["v2"].git_sha, model_name, 2, STATE["v2"].model_sha256, settings.app_name)
+    release = STATE["v2"].release.pinned(missing)
     error, load, watcher = deliver_during_load(e2e_environment, kube, lambda: roll_out(release, e2e_environment))
     assert isinstance(error, RolloutError) and error.reason in ("ImagePullBackOff", "ErrImagePull"), repr(error)
     assert load.ok > 20 and load.failures == [], f"{len(load.failures)} failed requests: {load.failures[:5]}"
@@ -152,10 +150,11 @@ def test_6_registry_down_during_push_is_retried(e2e_environment, model_name, tmp
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
     from flows.deliver import deliver
-    from flows.image import image_tag
+    from flows.model_store import get_store
 
     version = publish(tmp_path, good_model(tmp_path / "v-retry", seed=3), model_name)
-    tag = image_tag(settings.registry_host, settings.app_name, STATE["v2"].git_sha, model_name, version)
+    model = get_store(settings).resolve(model_name, version)
+    tag = STATE["v2"].release.model_copy(update={"model": model.identity()}).image_tag(settings.registry_host)
     events: list[str] = []
 
     def registry_outage() -> None:
@@ -175,7 +174,7 @@ def test_6_registry_down_during_push_is_retried(e2e_environment, model_name, tmp
     outage.join(timeout=120)
     assert events == ["stopped", "started"]
     result = state.result()
-    assert result.outcome == "delivered" and result.model_version == version
+    assert result.outcome == "delivered" and result.release.model.version == version
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))

@@ -114,8 +114,8 @@ def test_2_a_model_only_change_and_both_apps_at_once(regressor, e2e_environment,
     sample_model = f"aiship-tests-e2e-two-{uuid.uuid4().hex[:6]}"
     run_block(f"aiship model publish {good_model(tmp_path / 'sample', seed=3)} --name {sample_model} --no-event",
               REPO_ROOT, env)
-    script = ("import dataclasses, json, sys; from flows.deliver import deliver; "
-              "d = deliver(sys.argv[1], None, 'main', sys.argv[2]); print('DELIVERY ' + json.dumps(dataclasses.asdict(d)))")
+    script = ("import sys; from flows.deliver import deliver; "
+              "d = deliver(sys.argv[1], None, 'main', sys.argv[2]); print('DELIVERY ' + d.model_dump_json())")
     started = time.monotonic()
     procs = {name: subprocess.Popen([sys.executable, "-c", script, model, environment], cwd=REPO_ROOT, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,7 +129,7 @@ def test_2_a_model_only_change_and_both_apps_at_once(regressor, e2e_environment,
     FIGURES.update({f"{name} {stage} s": seconds for name, r in results.items() for stage, seconds in r["stage_seconds"].items()
                     if stage in ("app_tests", "build", "push", "roll_out", "wait_for_environment")})
     print("\nfigures:", FIGURES)
-    assert results["regressor"]["app"] == "regressor" and results["sample"]["app"] == "aiship-app"
+    assert results["regressor"]["release"]["app"] == "regressor" and results["sample"]["release"]["app"] == "aiship-app"
     assert all(r["outcome"] == "delivered" for r in results.values())
     # each app holds its own lock: neither waited for the other's rollout
     assert all(r["stage_seconds"]["wait_for_environment"] < 5 for r in results.values()), results

@@ -21,7 +21,8 @@ import docker
 import pytest
 
 from flows.errors import ImageBuildError
-from flows.image import LAYER_FILE, BuiltImage, ModelInputs, build_app_image, image_tag, layer_diff_ids, layer_steps
+from flows.image import LAYER_FILE, BuiltImage, build_app_image, layer_diff_ids, layer_steps
+from flows.release import Release
 from flows.model_store import LocalModelStore
 from flows.settings import REPO_ROOT, Settings
 from flows.source import SourceTree
@@ -108,10 +109,11 @@ def wheelhouse() -> Path:
 @functools.cache
 def build(model_key: str, source: str = "main") -> BuiltImage:
     tree = main_source() if source == "main" else code_changed_source()
-    model = ModelInputs.from_fetched(models()[model_key])
-    tag = image_tag(Settings().registry_host, TEST_REPO, tree.sha, model.name, model.version)
-    built = build_app_image(client(), tree.path, tree.sha, tree.committed_at, tree.repo_url,
-                            wheelhouse(), model, tag, Settings().base_image)
+    fetched = models()[model_key]
+    release = Release(app=TEST_REPO, git_sha=tree.sha, model=fetched.ref)
+    tag = release.image_tag(Settings().registry_host)
+    built = build_app_image(client(), tree.path, release, fetched.path, fetched.manifest_path, tree.committed_at,
+                            tree.repo_url, wheelhouse(), tag, Settings().base_image)
     FIGURES[f"build {model_key}/{source} s"] = built.seconds
     print(f"\nbuilt {tag}: {built.seconds:.1f} s, {built.size_bytes / 1e6:.0f} MB, "
           f"{built.steps_cached} steps cached, ran {layer_steps(built.steps_run)}")
@@ -176,9 +178,8 @@ def test_rebuilding_the_same_inputs_gives_the_same_image():
     tree, fetched = main_source(), models()["v1"]
     moved = workdir() / "fetched-v1-again"
     shutil.copytree(Path(fetched.path).parent, moved, ignore=shutil.ignore_patterns(LAYER_FILE))
-    model = ModelInputs(MODEL_NAME, fetched.ref.version, fetched.ref.sha256, moved / Path(fetched.path).name,
-                        moved / Path(fetched.manifest_path).name)
-    again = build_app_image(client(), tree.path, tree.sha, tree.committed_at, tree.repo_url, wheelhouse(), model,
+    again = build_app_image(client(), tree.path, first.release, moved / Path(fetched.path).name,
+                            moved / Path(fetched.manifest_path).name, tree.committed_at, tree.repo_url, wheelhouse(),
                             first.tag, Settings().base_image)
     assert again.model_layer.path != first.model_layer.path and again.model_layer.digest == first.model_layer.digest
     assert again.config == first.config and again.image_id == first.image_id
@@ -192,10 +193,11 @@ def test_failing_dockerfile_step_raises_image_build_error_naming_the_step():
     shutil.copy(tree.path / ".dockerignore", broken / ".dockerignore")
     (broken / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE} AS code\nRUN echo about to fail && exit 3\n")
-    model = ModelInputs.from_fetched(models()["v1"])
+    fetched = models()["v1"]
+    release = Release(app=TEST_REPO, git_sha=tree.sha, model=fetched.ref)
     with pytest.raises(ImageBuildError) as info:
-        build_app_image(client(), broken, tree.sha, tree.committed_at, tree.repo_url, wheelhouse(), model,
-                        f"{Settings().registry_host}/{TEST_REPO}:broken-{RUN_ID}", Settings().base_image)
+        build_app_image(client(), broken, release, fetched.path, fetched.manifest_path, tree.committed_at, tree.repo_url,
+                        wheelhouse(), f"{Settings().registry_host}/{TEST_REPO}:broken-{RUN_ID}", Settings().base_image)
     message = str(info.value)
     assert re.search(r"failed at Step \d+/\d+ : RUN echo about to fail && exit 3", message)
     assert "returned a non-zero code: 3" in message

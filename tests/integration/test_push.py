@@ -62,11 +62,11 @@ def test_same_push_twice_sends_nothing_and_gives_the_same_digest(registry_creden
 def test_find_existing_returns_the_pushed_digest_only_for_the_same_inputs(registry_credentials):
     built = build("v1")
     pushed = push_built(client(), built, registry_credentials)
-    found = find_existing(*split(built.tag), built.labels, registry_credentials)
+    found = find_existing(*split(built.tag), built.release, registry_credentials)
     assert found is not None and found.ref == pushed.ref
-    other_model = {**built.labels, "io.aiship.model.sha256": "0" * 64}
+    other_model = built.release.model_copy(update={"model": built.release.model.model_copy(update={"sha256": "0" * 64})})
     assert find_existing(*split(built.tag), other_model, registry_credentials) is None
-    assert find_existing(split(built.tag)[0], "no-such-tag", built.labels, registry_credentials) is None
+    assert find_existing(split(built.tag)[0], "no-such-tag", built.release, registry_credentials) is None
 
 
 def test_wrong_password_is_refused_and_not_transient(registry_credentials):

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from flows import environments as envs
-from flows.environments import ReleaseInfo
+from flows.release import ModelId, PinnedRelease, Release
 from flows.errors import RolloutError
 from flows.rollout import roll_out_release
 from flows.settings import Environment, Settings
@@ -161,10 +161,10 @@ def environment(api_client, namespaces, suffix: str) -> Environment:
     return Environment(name=f"it-{suffix}", namespace=ns, replicas=2, node_port=free_node_port(api_client))
 
 
-def release(ref: str, version: int) -> ReleaseInfo:
+def release(ref: str, version: int) -> PinnedRelease:
     git_sha = hashlib.sha1(ref.encode()).hexdigest()  # the same image, the same commit: a re-delivery is identical
-    return ReleaseInfo(ref=ref, git_sha=git_sha, model_name="iris", model_version=version, model_sha256="e" * 64,
-                       app=Settings().app_name)
+    model = ModelId(name="iris", version=version, sha256="e" * 64)
+    return Release(app=Settings().app_name, git_sha=git_sha, model=model).pinned(ref)
 
 
 def version_at(env: Environment) -> dict:

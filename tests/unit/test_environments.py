@@ -7,8 +7,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from flows import environments as envs
-from flows.environments import ReleaseInfo, parse_annotations, serving, serving_markdown, status_lines
+from flows.environments import release_of, serving, serving_markdown, status_lines
 from flows.errors import ConfigurationError, RolloutError
+from flows.release import ModelId, Release
 from flows.settings import Environment, Settings
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
@@ -16,7 +17,8 @@ REPO = "127.0.0.1:5000/aiship-app"
 
 
 def annotations(digest: str, version: int, deployed_at: str | None = None) -> dict[str, str]:
-    ann = ReleaseInfo(f"{REPO}@{digest}", "f" * 40, "iris", version, "e" * 64, "aiship-app").annotations()
+    release = Release(app="aiship-app", git_sha="f" * 40, model=ModelId(name="iris", version=version, sha256="e" * 64))
+    ann = release.pinned(f"{REPO}@{digest}").annotations()
     return ann | ({envs.DEPLOYED_AT: deployed_at} if deployed_at else {})
 
 
@@ -62,15 +64,11 @@ APP = SETTINGS.default_app()  # the first app, registered by the settings
 API = client.ApiClient()
 
 
-def test_release_annotations_round_trip():
-    rel = ReleaseInfo(f"{REPO}@{D1}", "f" * 40, "iris", 7, "e" * 64, "aiship-app")
-    fields = parse_annotations(rel.annotations(), rel.ref)
-    assert (fields["digest"], fields["model_version"], fields["git_sha"], fields["model_name"]) == (D1, 7, "f" * 40, "iris")
-
-
-def test_missing_annotations_fall_back_to_the_image_digest():
-    fields = parse_annotations(None, f"{REPO}@{D2}")
-    assert fields["digest"] == D2 and fields["model_version"] is None and fields["git_sha"] == ""
+def test_a_pod_template_not_pinned_by_digest_is_no_release_of_aiship(caplog):
+    changed = {"metadata": {"annotations": annotations(D1, 1)},
+               "spec": {"containers": [{"name": "app", "image": f"{REPO}:latest"}]}}
+    assert release_of(changed, "aiship-app") is None
+    assert f"runs {REPO}:latest, not pinned by digest" in caplog.text
 
 
 def test_serving_reads_each_environment(cluster):
@@ -78,10 +76,11 @@ def test_serving_reads_each_environment(cluster):
     table = serving(APP, API)
     assert set(table) == {"staging", "production"} and table["production"] is None
     staging = table["staging"]
-    assert (staging.digest, staging.model_version, staging.git_sha, staging.model_sha256) == (D2, 2, "f" * 40, "e" * 64)
+    release = staging.release
+    assert (release.digest, release.model.version, release.git_sha, release.model.sha256) == (D2, 2, "f" * 40, "e" * 64)
     assert (staging.replicas_ready, staging.replicas_desired) == (1, 2)
     assert staging.address == "http://127.0.0.1:16180" and staging.deployed_at == "2024-05-01T10:00:00Z"
-    assert staging.image == f"{REPO}@{D2}" and staging.namespace == "aiship-staging"
+    assert release.ref == f"{REPO}@{D2}" and staging.namespace == "aiship-staging" and release.app == "aiship-app"
 
 
 def test_a_deployment_scaled_to_zero_serves_nothing(cluster):
@@ -103,7 +102,7 @@ def test_previous_releases_newest_first_without_the_serving_one(cluster):
                                      replica_set("sha256:" + "7" * 64, 7, 0, failed="-1")]  # failed once, served later
     releases = envs.previous_releases(API, env, "aiship-app")
     assert [r.digest for r in releases] == [D2, D1, "sha256:" + "7" * 64]
-    assert releases[0].model_version == 2 and releases[0].deployed_at.startswith("2024-05-04")
+    assert releases[0].release.model.version == 2 and releases[0].deployed_at.startswith("2024-05-04")
     assert envs.previous_digests(API, env, "aiship-app")[:2] == [D2, D1]
 
 
@@ -130,7 +129,7 @@ def test_a_rollback_target_is_a_release_by_digest(cluster):
     cluster["replica_sets"]["ns"] = [replica_set(D3, 3, 3), replica_set(D2, 2, 2), replica_set(D1, 1, 1)]
     assert envs.previous_release(API, env, "aiship-app").ref == f"{REPO}@{D2}"
     older = envs.previous_release(API, env, "aiship-app", D1)
-    assert (older.ref, older.model_version, older.git_sha) == (f"{REPO}@{D1}", 1, "f" * 40)
+    assert (older.ref, older.model.version, older.git_sha) == (f"{REPO}@{D1}", 1, "f" * 40)
     with pytest.raises(RolloutError, match="NothingToRollBackTo") as caught:
         envs.previous_release(API, env, "aiship-app", "sha256:" + "0" * 64)
     assert D2 in str(caught.value)

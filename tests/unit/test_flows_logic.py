@@ -13,46 +13,47 @@ from flows.environments import ServingVersion
 from flows.errors import ConfigurationError, PlatformError
 from flows.local_platform import PARTS, check_parts
 from flows.promote import pick_release
+from flows.release import ModelId, Release
 from flows.watch import to_announce
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
+M1, M2 = "1" * 64, "2" * 64  # model sha256s
 
 
-def serving(version: int | None, git_sha: str = SHA_A, model_sha: str = "m1", name: str = "iris", digest: str = "sha256:" + "1" * 64) -> ServingVersion:
-    return ServingVersion("staging", "aiship-staging", f"127.0.0.1:5000/aiship-app@{digest}", digest, git_sha, name,
-                          version, model_sha, "2026-11-25T00:00:00Z", 2, 2, "http://127.0.0.1:16180")
+def release(version: int, model_sha: str = M2, name: str = "iris", git_sha: str = SHA_A) -> Release:
+    return Release(app="aiship-app", git_sha=git_sha, model=ModelId(name=name, version=version, sha256=model_sha))
 
 
-class Ref:
-    def __init__(self, version: int, sha256: str = "m2", name: str = "iris") -> None:
-        self.name, self.version, self.sha256 = name, version, sha256
+def serving(version: int, git_sha: str = SHA_A, model_sha: str = M1, name: str = "iris", digest: str = "sha256:" + "1" * 64) -> ServingVersion:
+    pinned = release(version, model_sha, name, git_sha).pinned(f"127.0.0.1:5000/aiship-app@{digest}")
+    return ServingVersion("staging", "aiship-staging", pinned, "2026-11-25T00:00:00Z", 2, 2, "http://127.0.0.1:16180")
 
 
 def test_nothing_serving_never_skips():
-    assert skip_reason(None, SHA_A, Ref(1), by_event=True) is None
+    assert skip_reason(None, release(1), by_event=True) is None
 
 
 def test_the_same_inputs_already_serving_are_skipped_whoever_asks():
     for by_event in (True, False):
-        assert "already serves" in skip_reason(serving(3, model_sha="m2"), SHA_A, Ref(3, "m2"), by_event)
+        assert "already serves" in skip_reason(serving(3, model_sha=M2), release(3, M2), by_event)
 
 
 def test_an_event_never_replaces_a_newer_version_of_the_same_model():
-    reason = skip_reason(serving(5), SHA_A, Ref(4), by_event=True)
+    reason = skip_reason(serving(5), release(4), by_event=True)
     assert reason and "newer" in reason and "model_version=4" in reason
 
 
 def test_a_pinned_redeploy_from_the_ui_may_go_back():
-    assert skip_reason(serving(5), SHA_A, Ref(4), by_event=False) is None
+    assert skip_reason(serving(5), release(4), by_event=False) is None
 
 
 def test_an_event_for_a_newer_version_or_new_code_goes_ahead():
-    assert skip_reason(serving(4), SHA_A, Ref(5), by_event=True) is None
-    assert skip_reason(serving(4, git_sha=SHA_B, model_sha="m2"), SHA_A, Ref(4, "m2"), by_event=True) is None
+    assert skip_reason(serving(4), release(5), by_event=True) is None
+    assert skip_reason(serving(4, git_sha=SHA_B, model_sha=M2), release(4, M2), by_event=True) is None
 
 
 def test_another_model_serving_does_not_block_an_event():
-    assert skip_reason(serving(9, name="digits"), SHA_A, Ref(1), by_event=True) is None
+    assert skip_reason(serving(9, name="digits"), release(1), by_event=True) is None
 
 
 def test_first_watch_announces_only_the_newest_of_each_model():

@@ -12,31 +12,24 @@ import pytest
 from flows import image, wheels
 from flows.errors import ImageBuildError
 from flows.oci import ModelLayer
+from flows.release import ModelId, Release
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+RELEASE = Release(app="aiship-app", git_sha=SHA, model=ModelId(name="iris", version=7, sha256="ab" * 32))
 
 
-def model_inputs(tmp_path: Path, name: str = "iris", version: int = 7) -> image.ModelInputs:
+def model_files(tmp_path: Path) -> tuple[Path, Path]:
     model = tmp_path / "store" / "model.skops"
     model.parent.mkdir(parents=True, exist_ok=True)
     model.write_bytes(b"PK model bytes")
     manifest = model.parent / "manifest.json"
     manifest.write_text('{"name": "iris"}')
-    return image.ModelInputs(name, version, "ab" * 32, model, manifest)
+    return model, manifest
 
 
-def test_tag_is_registry_app_sha12_model_version():
-    assert image.image_tag("127.0.0.1:5000", "aiship-app", SHA, "iris", 7) == "127.0.0.1:5000/aiship-app:0123456789ab-iris-v7"
-
-
-def test_tag_refuses_a_non_hex_sha():
-    with pytest.raises(ImageBuildError, match="not hex"):
-        image.image_tag("r", "a", "main", "iris", 1)
-
-
-def test_labels_carry_sha_commit_time_in_utc_and_model(tmp_path):
+def test_labels_carry_sha_commit_time_in_utc_and_model():
     committed = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
-    labels = image.image_labels(SHA, committed, "https://example.com/app.git", model_inputs(tmp_path))
+    labels = image.image_labels(RELEASE, committed, "https://example.com/app.git")
     assert labels == {
         "org.opencontainers.image.revision": SHA,
         "org.opencontainers.image.created": "2024-05-01T12:00:00Z",
@@ -48,15 +41,19 @@ def test_labels_carry_sha_commit_time_in_utc_and_model(tmp_path):
     }
 
 
-def test_labels_are_the_same_for_the_same_inputs(tmp_path):
+def test_labels_are_the_same_for_the_same_inputs():
     committed = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    m = model_inputs(tmp_path)
-    assert image.image_labels(SHA, committed, "u", m) == image.image_labels(SHA, committed, "u", m)
+    assert image.image_labels(RELEASE, committed, "u") == image.image_labels(RELEASE.model_copy(), committed, "u")
 
 
-def test_naive_commit_time_is_refused(tmp_path):
+def test_naive_commit_time_is_refused():
     with pytest.raises(ImageBuildError, match="no timezone"):
-        image.image_labels(SHA, datetime(2024, 5, 1), "u", model_inputs(tmp_path))
+        image.image_labels(RELEASE, datetime(2024, 5, 1), "u")
+
+
+def test_credentials_in_the_repository_address_never_reach_the_labels():
+    labels = image.image_labels(RELEASE, datetime(2024, 5, 1, tzinfo=timezone.utc), "https://ci:tok@dev.azure.com/o/_git/r")
+    assert labels["org.opencontainers.image.source"] == "https://dev.azure.com/o/_git/r"
 
 
 def source_tree(tmp_path: Path) -> Path:
@@ -251,14 +248,15 @@ def test_build_summary_names_the_image_and_the_layers_rebuilt():
     built = image.BuiltImage(
         image_id="sha256:" + "c" * 64, tag="127.0.0.1:5000/aiship-app:abc-m-v2", labels={},
         code_tag="127.0.0.1:5000/aiship-app:code-abc", code_image_id="sha256:" + "f" * 64, config=b"{}",
-        model_layer=ModelLayer(Path("/w/layer.tar"), "sha256:" + "e" * 64, 2_500_000), git_sha="a" * 40,
-        model_name="m", model_version=2, model_sha256="d" * 64, size_bytes=427_600_000, seconds=2.5,
+        model_layer=ModelLayer(Path("/w/layer.tar"), "sha256:" + "e" * 64, 2_500_000), release=RELEASE,
+        size_bytes=427_600_000, seconds=2.5,
         steps_cached=9, steps_run=("Step 11/12 : COPY app/ /srv/app/", "Step 12/12 : ENV AISHIP_APP_GIT_SHA=a"),
         timings=(("code image", 1.5), ("model layer", 0.3), ("docker load", 0.7)),
     )
     lines = list(image.iter_summary(built))
     assert lines[:4] == ["### Image build `127.0.0.1:5000/aiship-app:abc-m-v2`", "", "| | |", "|---|---|"]
     assert "| code layers rebuilt | `COPY app/ /srv/app/` |" in lines
+    assert f"| git SHA | `{SHA}` |" in lines and "| model | iris v7 (`abababababab…`) |" in lines
     assert "| seconds | 2.5 (code image 1.5, model layer 0.3, docker load 0.7) |" in lines
     assert f"| model layer | `sha256:{'e' * 64}`, 2.5 MB, uncompressed |" in lines
     assert "| size | 427.6 MB |" in lines and "| code image steps reused (cache) / run | 9 / 2 |" in lines
@@ -283,8 +281,8 @@ class RefusingDockerd:
 def test_load_that_gives_no_image_raises_with_what_dockerd_said(tmp_path):
     from flows import oci
 
-    model = model_inputs(tmp_path)
-    layer = oci.write_model_layer(model.model_file, model.manifest_file, model.layer_path)
+    model, manifest = model_files(tmp_path)
+    layer = oci.write_model_layer(model, manifest, model.parent / image.LAYER_FILE)
     code_image = {"Architecture": "amd64", "Os": "linux", "Config": {}, "RootFS": {"Layers": ["sha256:" + "a" * 64]}}
     config = oci.image_config(code_image, {}, "2024-05-01T12:00:00Z", layer)
     dockerd = RefusingDockerd()

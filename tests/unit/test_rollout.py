@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from flows import kube, rollout
-from flows.environments import DEPLOYED_AT, DIGEST, GIT_SHA, MODEL_VERSION, ReleaseInfo, require_pinned
+from pydantic import ValidationError
+
+from flows.environments import DEPLOYED_AT
 from flows.errors import RolloutError
+from flows.release import DIGEST, GIT_SHA, MODEL_VERSION, ModelId, PinnedRelease, Release, require_pinned
 from flows.retry import is_transient
 from flows.rollout import Previous, find_previous, judge, recovery, render_manifests
 from flows.settings import Environment, Settings
@@ -18,9 +21,9 @@ REF2 = f"127.0.0.1:5000/aiship-app@{D2}"
 ENV = Environment(name="test", namespace="aiship-test", replicas=2, node_port=16150, app_env={"AISHIP_APP_FLAG": "on"})
 
 
-def release(ref: str = REF2, version: int = 2) -> ReleaseInfo:
-    return ReleaseInfo(ref=ref, git_sha="a" * 40, model_name="iris", model_version=version, model_sha256="b" * 64,
-                       app="aiship-app")
+def release(ref: str = REF2, version: int = 2, app: str = "aiship-app", **changes) -> PinnedRelease:
+    model = ModelId(name="iris", version=version, sha256="b" * 64)
+    return Release(app=app, git_sha="a" * 40, model=model, **changes).pinned(ref)
 
 
 @pytest.fixture()
@@ -33,15 +36,13 @@ def settings() -> Settings:
 
 @pytest.mark.parametrize("ref", ["127.0.0.1:5000/aiship-app:v1", "aiship-app", "x@sha256:abc", ""])
 def test_a_reference_without_a_digest_is_refused(ref):
-    with pytest.raises(RolloutError) as caught:
+    with pytest.raises(ValidationError, match="ImageNotPinned") as caught:
         release(ref)
-    assert caught.value.reason == "ImageNotPinned"
     assert repr(ref) in str(caught.value)
 
 
 def test_roll_out_release_refuses_a_tag_before_calling_the_cluster(settings):
-    unpinned = object.__new__(ReleaseInfo)  # bypasses __post_init__, as a hand-made object could
-    object.__setattr__(unpinned, "ref", "127.0.0.1:5000/aiship-app:latest")
+    unpinned = release().model_copy(update={"ref": "127.0.0.1:5000/aiship-app:latest"})  # model_copy does not validate
     with pytest.raises(RolloutError, match="not pinned by digest"):
         rollout.roll_out_release(None, unpinned, ENV, settings)  # None: any API call would fail differently
 
@@ -94,7 +95,7 @@ def test_the_apps_serve_facts_name_the_deployment_and_fill_port_probes_and_resou
 
     serve = ServeSection(port=9000, health_path="/live", ready_path="/ready", replicas=3,
                          resources=Resources(cpu_limit="2", memory_limit="1Gi"))
-    other = ReleaseInfo(REF2, "a" * 40, "iris", 2, "b" * 64, app="regressor", serve=serve)
+    other = release(app="regressor", serve=serve)
     m = render_manifests(other, ENV.model_copy(update={"replicas": None}), settings, "t")
     spec = m.deployment["spec"]
     container = spec["template"]["spec"]["containers"][0]
@@ -104,9 +105,7 @@ def test_the_apps_serve_facts_name_the_deployment_and_fill_port_probes_and_resou
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready" and container["livenessProbe"]["httpGet"]["path"] == "/live"
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     # promote and rollback read the serve facts back from the pod template
-    from flows.environments import parse_annotations
-
-    assert parse_annotations(spec["template"]["metadata"]["annotations"], REF2)["serve"] == serve
+    assert PinnedRelease.from_annotations(spec["template"]["metadata"]["annotations"], REF2, "").serve == serve
 
 
 def test_service_answers_on_the_environments_node_port(settings):
@@ -119,8 +118,9 @@ def test_service_answers_on_the_environments_node_port(settings):
 
 
 def test_a_value_cannot_break_the_yaml(settings):
-    odd = ReleaseInfo(REF1, git_sha="x: y\n- z", model_name='"quoted" # not a comment', model_version=1, model_sha256="{}",
-                      app="aiship-app")
+    # Releases are validated; the template must hold even for a value that got past that (model_construct).
+    odd = release(REF1).model_construct(**{**dict(release(REF1)), "git_sha": "x: y\n- z", "model": ModelId.model_construct(
+        name='"quoted" # not a comment', version=1, sha256="{}")})
     pod = render_manifests(odd, ENV, settings, "t").deployment["spec"]["template"]
     assert pod["metadata"]["annotations"][GIT_SHA] == "x: y\n- z"
     assert pod["metadata"]["annotations"]["io.aiship/model-name"] == '"quoted" # not a comment'
