@@ -14,11 +14,13 @@ a single-app aiship is configured as before.
 from __future__ import annotations
 
 import fnmatch
+import re
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 from prefect.client.orchestration import get_client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.app_config import AppConfig, AppName, load_toml, read_app_config, require_name
 from flows.errors import ConfigurationError, PlatformError
@@ -26,6 +28,18 @@ from flows.settings import Environment, Settings
 from flows.source import SourceTree, checkout
 
 VARIABLE_PREFIX = "aiship-app-"
+PAGE = 200  # the Prefect server's largest page of Variables
+# A branch as `git check-ref-format --branch` takes it, without globs: it is checked out by name.
+_BRANCH = re.compile(r"(?!/)(?!.*(?:\.\.|//|@\{|\.lock(?:/|$)|/$|\.$))[A-Za-z0-9._/-]{1,200}")
+
+
+def _branch(value: str) -> str:
+    if value.startswith("refs/") or not _BRANCH.fullmatch(value):
+        raise ValueError(f"a branch name such as 'main' or 'release/2.1' (no refs/heads/, no globs), got {value!r}")
+    return value
+
+
+BranchName = Annotated[str, AfterValidator(_branch)]
 
 
 class AppRegistration(BaseModel):
@@ -37,7 +51,7 @@ class AppRegistration(BaseModel):
     repository: str = Field(min_length=1, description="Git URL or path the app's code is checked out from.")
     # No defaults: a registration that claimed everything would tie with the first app on every event.
     sources: list[str] = Field(min_length=1, description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
-    branch: str = Field(default="main", min_length=1, description="The branch a model registration delivers with, and publish reads aiship.toml from.")
+    branch: BranchName = Field(default="main", description="The branch whose pushes deliver the app; a model registration delivers it too, and publish reads aiship.toml from it.")
     models: list[str] = Field(min_length=1, description="Model names this app serves; globs allowed. The most specific claim wins.")
     default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")
     environments: dict[str, Environment] = Field(min_length=1, description="Where the app runs, by environment name.")
@@ -105,9 +119,18 @@ def registered_apps() -> list[AppRegistration]:
     """Every app registered with `aiship app register`, from the Prefect Variables."""
     import httpx
 
+    from prefect.client.schemas.objects import Variable
+
+    found: list[Variable] = []
     try:
         with get_client(sync_client=True) as client:
-            found = client.read_variables()  # the server's default page (200): aiship's apps and a few more
+            while True:  # page by page: a platform team registers more apps than one page holds
+                page = Variable.model_validate_list(client.request("POST", "/variables/filter", json={
+                    "variables": {"name": {"like_": f"{VARIABLE_PREFIX}%"}}, "offset": len(found), "limit": PAGE,
+                    "sort": "NAME_ASC"}).json())
+                found += page
+                if len(page) < PAGE:
+                    break
     except (httpx.HTTPError, OSError) as exc:
         raise PlatformError(f"cannot read the registered apps: the Prefect API does not answer ({type(exc).__name__}); "
                             "start it with `aiship local up prefect` or set PREFECT_API_URL") from exc
@@ -184,6 +207,16 @@ def route(apps: list[AppRegistration], value: str, field: str) -> AppRegistratio
         raise ConfigurationError(f"the {what} {value!r} is claimed as specifically by {' and '.join(winners)}; "
                                  f"make one app's `{field}` name it exactly")
     return next(app for score, app in claims if score == best)
+
+
+def push_target(apps: list[AppRegistration], repo: str, ref: str) -> AppRegistration:
+    """The app a push of `ref` to `repo` delivers: the one whose `sources` claim the repository, when
+    `ref` is that app's branch. Raises ConfigurationError saying why the push delivers nothing."""
+    app = route(apps, repo, "sources")
+    if ref != f"refs/heads/{app.branch}":
+        raise ConfigurationError(f"{ref} is not the branch of app {app.name} (refs/heads/{app.branch}); only pushes "
+                                 "to it deliver: the operator sets `branch` in the app's registration")
+    return app
 
 
 # ---------------------------------------------------------------- the app's side: aiship.toml

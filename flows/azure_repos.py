@@ -13,9 +13,10 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from flows import webhooks
 
@@ -41,23 +42,29 @@ def authorized(secret: str, authorization: str | None, header: str | None) -> bo
     return webhooks.key_ok(secret, password)
 
 
-def push_fields(payload: dict[str, Any], branches: str) -> dict[str, str] | str:
-    """The pushed repository, ref, SHA, pusher and delivery id, or why the push is not delivered."""
+def push_fields(payload: dict[str, Any], not_delivered: Callable[[str, str], str | None]) -> dict[str, str] | str:
+    """The pushed repository, ref, SHA, pusher and delivery id of the first ref update that delivers an
+    app, or why none does (`not_delivered(repo, ref)` says why one ref delivers nothing)."""
     resource = payload["resource"]
     repository = resource["repository"]
     project, name = repository["project"]["name"], repository["name"]
     if not (isinstance(project, str) and NAME.match(project) and isinstance(name, str) and NAME.match(name)):
         raise ValueError(f"project {project!r} or repository {name!r} is malformed")
+    repo, reasons = f"{project}/{name}", []
     for update in resource["refUpdates"]:
         ref, sha = update["name"], update["newObjectId"]
         if not (isinstance(ref, str) and isinstance(sha, str) and webhooks.GIT_SHA.match(sha)):
             raise ValueError(f"refUpdate {ref!r} -> {sha!r} is malformed")
-        if webhooks.branch_matches(ref, branches) and set(sha) != {"0"}:
+        if set(sha) == {"0"}:
+            reasons.append(f"{ref} was deleted")
+        elif why := not_delivered(repo, ref):
+            reasons.append(why)
+        else:
             pusher = resource.get("pushedBy") or {}
-            return {"repo": f"{project}/{name}", "ref": ref, "sha": sha,
+            return {"repo": repo, "ref": ref, "sha": sha,
                     "pusher": str(pusher.get("uniqueName") or pusher.get("displayName") or ""),
                     "delivery_id": str(payload["id"])}
-    return f"no pushed ref matches {branches}"
+    return "; ".join(reasons) or "the push updated no ref"
 
 
 @azure_repos.post("/azure-repos")
@@ -72,7 +79,7 @@ def receive() -> tuple[Response, int]:
         event = payload["eventType"]
         if event != "git.push":
             return answer(202, status="ignored", reason=f"event {event!r} is not handled; only git.push")
-        fields = push_fields(payload, current_app.extensions["aiship_webhooks"]["branch"])
+        fields = push_fields(payload, webhooks.not_delivered)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         return answer(400, status="invalid", reason=f"not an Azure DevOps git.push payload: {type(exc).__name__}: {exc}")
     if isinstance(fields, str):

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
 
     # --- the webhook receiver (flows/webhooks.py) ---
     webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks and the Event Grid key.")
-    webhook_branch: str = Field(default="refs/heads/main", description="Refs whose pushes are delivered: comma-separated refs or globs (refs/heads/release-*).")
     webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest webhook body accepted; larger ones get 413.")
 
     # --- model store ---
@@ -69,6 +68,7 @@ class Settings(BaseSettings):
     app_name: str = Field(default="aiship-app", description="The first app's name: its aiship.toml must say the same; its image repository and Kubernetes name.")
     app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
     app_sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose pushes deliver the first app (globs; JSON list).")
+    app_branch: str = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         from flows.apps import AppRegistration
 
         return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
-                               models=self.app_models, default_model=self.default_model,
+                               branch=self.app_branch, models=self.app_models, default_model=self.default_model,
                                environments=self.environments)
 
     def environment(self, name: str) -> Environment:

@@ -5,7 +5,8 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
 `aiship.git.pushed` or `aiship.model.registered` (flows/events.py) to the Prefect server.
 
 - POST /github: `push` verified by X-Hub-Signature-256 (HMAC SHA-256 of the raw body), `ping`
-  answered, other events and other branches ignored (202); a replayed X-GitHub-Delivery is 200
+  answered, other events ignored (202), and so is a push no app delivers: a repository no app's
+  `sources` claim, or a branch other than that app's (`flows.apps.push_target`); a replayed X-GitHub-Delivery is 200
   `duplicate` (409 `in-progress` while another worker is still emitting it). Emission is synchronous: if the Prefect server does not take the event, 503 and
   the delivery is not remembered, so a redelivery works.
 - POST /azure-repos: an Azure DevOps service hook's `git.push` (`flows/azure_repos.py`).
@@ -18,7 +19,6 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import json
@@ -38,7 +38,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from flows import events as aiship_events
-from flows.errors import ConfigurationError, ModelStoreError
+from flows.errors import AishipError, ConfigurationError, ModelStoreError
 from flows.retry import is_transient
 
 logger = logging.getLogger("aiship.webhooks")
@@ -77,9 +77,30 @@ def key_ok(secret: str, provided: str | None) -> bool:
     return bool(provided) and hmac.compare_digest(secret.encode(), provided.encode())
 
 
-def branch_matches(ref: str, branches: str) -> bool:
-    """True when `ref` matches one of the comma-separated refs or globs in `branches`."""
-    return any(fnmatch.fnmatchcase(ref, b.strip()) for b in branches.split(",") if b.strip())
+class Registrations:
+    """The registered apps, read from Prefect at most every `ttl` seconds (a push must not wait on it)."""
+
+    def __init__(self, read: Callable[[], list[Any]], ttl: float = 10.0) -> None:
+        self.read, self.ttl = read, ttl
+        self._apps: list[Any] = []
+        self._at = float("-inf")
+
+    def __call__(self) -> list[Any]:
+        if time.monotonic() - self._at > self.ttl:
+            self._apps, self._at = self.read(), time.monotonic()
+        return self._apps
+
+
+def not_delivered(repo: str, ref: str) -> str | None:
+    """Why a push of `ref` to `repo` delivers no app, or None when it delivers one."""
+    from flows.apps import push_target
+
+    apps = current_app.extensions["aiship_webhooks"]["apps"]()  # unreadable: the error handler answers 503
+    try:
+        push_target(apps, repo, ref)
+    except ConfigurationError as exc:
+        return str(exc)
+    return None
 
 
 def manifest_blob(subject: str, container: str) -> tuple[str, int] | None:
@@ -284,11 +305,10 @@ def github() -> tuple[Response, int]:
         return _answer(400, status="invalid", reason=f"not a GitHub push payload: {type(exc).__name__}: {exc}")
     if not delivery:
         return _answer(400, status="invalid", reason="missing X-GitHub-Delivery")
-    branches = current_app.extensions["aiship_webhooks"]["branch"]
-    if not branch_matches(ref, branches):
-        return _answer(202, status="ignored", reason=f"ref {ref} does not match {branches}")
     if payload.get("deleted") or set(sha) == {"0"}:
         return _answer(202, status="ignored", reason=f"{ref} was deleted")
+    if why := not_delivered(repo, ref):
+        return _answer(202, status="ignored", reason=why)
     return deliver_push("github", repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
 
 
@@ -415,14 +435,13 @@ def _configure_logging() -> None:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The receiver. `config` (tests) may set WEBHOOK_SECRET, EMITTER, MANIFEST_RESOLVER, DELIVERY_DB,
-    WEBHOOK_BRANCH, AZURE_CONTAINER, MAX_CONTENT_LENGTH; everything else comes from Settings()."""
+    APPS (the registered apps), AZURE_CONTAINER, MAX_CONTENT_LENGTH; everything else comes from Settings()."""
     from flows.settings import Settings
 
     settings = Settings()
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
-        WEBHOOK_BRANCH=settings.webhook_branch,
         AZURE_CONTAINER=settings.azure_container,
         DELIVERY_DB=settings.state_dir / "webhooks" / "deliveries.sqlite",
     )
@@ -432,7 +451,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     secret = app.config.pop("WEBHOOK_SECRET", None) or load_secret(settings.webhook_secret_block)
     app.extensions["aiship_webhooks"] = {
         "secret": secret,
-        "branch": app.config["WEBHOOK_BRANCH"],
+        "apps": _apps_source(app.config.get("APPS"), settings),
         "container": app.config["AZURE_CONTAINER"],
         "deliveries": DeliveryLog(Path(app.config["DELIVERY_DB"])),
         "emit": app.config.get("EMITTER") or prefect_emitter(_prefect_api_url(settings)),
@@ -446,7 +465,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"], provide_automatic_options=False)
     app.add_url_rule("/eventgrid", "eventgrid_options", eventgrid_options, methods=["OPTIONS"], provide_automatic_options=False)
     app.register_error_handler(HTTPException, lambda e: _answer(e.code or 500, status="error", reason=e.description))
+    # Our side cannot answer (the registrations unreadable): 503, nothing remembered, so the sender may try again.
+    app.register_error_handler(AishipError, lambda e: _answer(503, status="unavailable", reason=str(e)))
     return app
+
+
+def _apps_source(apps: Any, settings: Any) -> Callable[[], list[Any]]:
+    """Where the receiver reads the registered apps: the Prefect Variables, or (tests) a list or callable."""
+    from flows.apps import all_apps
+
+    if apps is None:
+        return Registrations(lambda: all_apps(settings))
+    return apps if callable(apps) else lambda: list(apps)
 
 
 def _prefect_api_url(settings: Any) -> str:

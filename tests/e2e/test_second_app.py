@@ -153,3 +153,28 @@ def test_3_promote_through_the_approval_then_roll_back(regressor):
     lines = history.stdout.splitlines()
     assert lines[0].split()[:3] == ["REVISION", "STATE", "DIGEST"] and len(lines) >= 3
     assert any(line.split()[1] == "serving" and f"{MODEL} v1" in line for line in lines[1:]), history.stdout
+
+
+def test_4_a_signed_push_of_its_repository_delivers_the_regressor_and_only_on_its_branch(regressor, prefect_api):
+    """Through the real receiver, event and trigger: the push is routed by its repository to the
+    regressor. The pushed commit serves already, so the run ends skipped rather than rebuilding it."""
+    from tests.e2e.triggers_support import github_push_body, now, send_github, webhook_secret
+
+    repo, _ = regressor
+    settings = Settings()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    secret = webhook_secret(settings)
+    elsewhere = send_github(settings, github_push_body("local/regressor", head, ref="refs/heads/feature"), secret)
+    assert elsewhere.status_code == 202, elsewhere.text
+    assert "refs/heads/feature is not the branch of app regressor (refs/heads/main)" in elsewhere.json()["reason"]
+    since = now()
+    answer = send_github(settings, github_push_body("local/regressor", head, pusher="team"), secret)
+    assert answer.status_code == 200 and answer.json()["status"] == "emitted", answer.text
+    runs = wait_for(lambda: prefect_api.runs("deliver-commit", since, repo="local/regressor"), 30,
+                    "a deliver-commit run for the regressor's push")
+    final = prefect_api.wait_final(runs[0]["id"], 300)
+    assert final["state_type"] == "COMPLETED", prefect_api.describe(final)
+    logs = " ".join(prefect_api.logs(final["id"]))
+    assert f"by team: delivering regressor with model {MODEL} v1" in logs, logs[-2000:]
+    assert "already serves in staging" in logs, logs[-2000:]
+    assert len(prefect_api.runs("deliver-commit", since)) == 1, "the push started more than one delivery"

@@ -47,6 +47,9 @@ def test_a_registration_file_is_read_with_environment_names_from_their_tables():
     (REGRESSOR.replace('repository = "/srv/git/regressor.git"\n', ""), r"^repository: required but missing"),
     ('name = "x"\nrepository = "r"\n', r"^environments: required but missing"),
     (REGRESSOR.replace('models = ["diabetes", "diabetes-*"]\n', ""), r"^models: required but missing"),
+    ('branch = "refs/heads/main"\n' + REGRESSOR, r"^branch \(line 1\): a branch name such as 'main'"),
+    ('branch = "release-*"\n' + REGRESSOR, r"^branch \(line 1\): .*no globs"),
+    ('branch = "a..b"\n' + REGRESSOR, r"^branch \(line 1\): a branch name"),
 ])
 def test_each_registration_mistake_is_named(text, expected):
     import re
@@ -91,6 +94,19 @@ def test_a_push_goes_to_the_app_of_its_repository():
     assert route(apps, "local/aiship", "sources").name == "aiship-app"
     with pytest.raises(ConfigurationError, match="no app claims the repository 'evil/fork'"):
         route(apps, "evil/fork", "sources")
+
+
+def test_a_push_delivers_only_on_the_branch_of_the_app_it_goes_to():
+    from flows.apps import push_target
+
+    apps = [app("aiship-app", ["*"], sources=["local/aiship"]),
+            app("regressor", ["d"], sources=["local/regressor"], port=16101).model_copy(update={"branch": "release/2"})]
+    assert push_target(apps, "local/regressor", "refs/heads/release/2").name == "regressor"
+    assert push_target(apps, "local/aiship", "refs/heads/main").name == "aiship-app"
+    with pytest.raises(ConfigurationError, match=r"refs/heads/main is not the branch of app regressor \(refs/heads/release/2\)"):
+        push_target(apps, "local/regressor", "refs/heads/main")
+    with pytest.raises(ConfigurationError, match="not the branch of app aiship-app"):
+        push_target(apps, "local/aiship", "refs/tags/v1")
 
 
 def test_two_apps_may_not_share_a_node_port():

@@ -9,9 +9,10 @@ import pytest
 
 from flows import webhooks
 from tests.fixtures.azure_devops import git_push
-from tests.unit.test_webhooks import SECRET, FakeEmitter, FakeResolver
+from tests.unit.test_webhooks import SECRET, FakeEmitter, FakeResolver, registration
 
 SHA = "33b55f7cb7e7e245323987634f960cf4a6e6bc74"
+FABRIKAM = registration("fabrikam", ["Fabrikam-Fiber-Git/Fabrikam-Fiber-Git"])
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def emitter() -> FakeEmitter:
 @pytest.fixture
 def client(tmp_path, emitter):
     app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
-                               "DELIVERY_DB": tmp_path / "deliveries.sqlite", "WEBHOOK_BRANCH": "refs/heads/main"})
+                               "DELIVERY_DB": tmp_path / "deliveries.sqlite", "APPS": [FABRIKAM]})
     return app.test_client()
 
 
@@ -65,7 +66,8 @@ def test_a_redelivered_event_id_is_emitted_once(client, emitter):
 
 
 @pytest.mark.parametrize("body, reason", [
-    (git_push(ref="refs/heads/feature"), "no pushed ref matches refs/heads/main"),
+    (git_push(ref="refs/heads/feature"), "refs/heads/feature is not the branch of app fabrikam (refs/heads/main)"),
+    (git_push(project="Other"), "no app claims the repository 'Other/Fabrikam-Fiber-Git'"),
     (git_push(event_type="git.pullrequest.created"), "only git.push"),
 ])
 def test_other_events_and_branches_are_ignored(client, emitter, body, reason):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 import urllib.parse
 import uuid
 
 import pytest
 
 from flows import webhooks
-from flows.errors import ModelNotFoundError, ModelStoreError
+from flows.apps import AppRegistration
+from flows.errors import ModelNotFoundError, ModelStoreError, PlatformError
+from flows.settings import Environment
 
 SECRET = "unit-test-secret"
 SHA = "3f2a" + "0" * 36
@@ -52,12 +55,21 @@ def resolver() -> FakeResolver:
     return FakeResolver()
 
 
+def registration(name: str, sources: list[str], branch: str = "main", node_port: int = 16180) -> AppRegistration:
+    env = Environment(name="staging", namespace=f"{name}-staging", node_port=node_port)
+    return AppRegistration(name=name, repository=f"/srv/git/{name}.git", sources=sources, branch=branch,
+                           models=[f"{name}-*"], environments={"staging": env})
+
+
+SHOP = registration("shop", ["acme/shop"])
+
+
 @pytest.fixture
 def client(tmp_path, emitter, resolver):
     app = webhooks.create_app({
         "WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": resolver,
         "DELIVERY_DB": tmp_path / "deliveries.sqlite", "MAX_CONTENT_LENGTH": 64 * 1024,
-        "AZURE_CONTAINER": "models",
+        "AZURE_CONTAINER": "models", "APPS": [SHOP],
     })
     return app.test_client()
 
@@ -155,13 +167,46 @@ def test_other_branches_are_ignored(client, emitter, ref):
     assert emitter.events == []
 
 
-def test_branch_filter_is_configurable(tmp_path, emitter):
+def test_a_push_delivers_only_the_app_that_claims_its_repository_and_only_on_that_apps_branch(tmp_path, emitter):
+    apps = [SHOP, registration("regressor", ["acme/regressor", "acme/ml-*"], branch="release/2", node_port=16181)]
     app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
-                               "DELIVERY_DB": tmp_path / "d.sqlite", "WEBHOOK_BRANCH": "refs/heads/main, refs/heads/release-*"})
+                               "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": apps})
     client = app.test_client()
-    assert post_github(client, push_body(ref="refs/heads/release-2")).status_code == 200
-    assert post_github(client, push_body(ref="refs/heads/dev")).status_code == 202
-    assert [e.payload["ref"] for e in emitter.events] == ["refs/heads/release-2"]
+    sent = {(repo, ref): post_github(client, push_body(ref=ref, repository={"full_name": repo}))
+            for repo, ref in [("acme/regressor", "refs/heads/release/2"), ("acme/ml-forecast", "refs/heads/release/2"),
+                              ("acme/regressor", "refs/heads/main"), ("acme/shop", "refs/heads/release/2"),
+                              ("acme/unknown", "refs/heads/main")]}
+    assert [(e.payload["repo"], e.payload["ref"]) for e in emitter.events] == [
+        ("acme/regressor", "refs/heads/release/2"), ("acme/ml-forecast", "refs/heads/release/2")]
+    assert "refs/heads/main is not the branch of app regressor (refs/heads/release/2)" in sent["acme/regressor", "refs/heads/main"].json["reason"]
+    assert "not the branch of app shop (refs/heads/main)" in sent["acme/shop", "refs/heads/release/2"].json["reason"]
+    unknown = sent["acme/unknown", "refs/heads/main"]
+    assert unknown.status_code == 202 and "no app claims the repository 'acme/unknown'" in unknown.json["reason"]
+
+
+def test_registrations_that_cannot_be_read_are_503_and_the_push_is_not_remembered(tmp_path, emitter):
+    down = {"now": True}
+
+    def read_apps() -> list[AppRegistration]:
+        if down["now"]:
+            raise PlatformError("cannot read the registered apps: the Prefect API does not answer (ConnectError)")
+        return [SHOP]
+
+    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+                                  "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": read_apps}).test_client()
+    failed = post_github(client, push_body(), delivery="later")
+    assert failed.status_code == 503 and "Prefect API does not answer" in failed.json["reason"] and emitter.events == []
+    down["now"] = False
+    assert post_github(client, push_body(), delivery="later").json["status"] == "emitted"
+
+
+def test_the_registrations_are_read_again_after_their_time_to_live():
+    reads = []
+    apps = webhooks.Registrations(lambda: reads.append(1) or [SHOP], ttl=0.2)
+    assert apps() == [SHOP] and apps() == [SHOP] and len(reads) == 1
+    time.sleep(0.25)
+    apps()
+    assert len(reads) == 2
 
 
 def test_branch_deletion_is_ignored(client, emitter):
@@ -180,7 +225,8 @@ def test_replayed_delivery_is_a_duplicate(client, emitter):
 
 def test_replay_is_remembered_across_app_instances(tmp_path, emitter):
     # Two gunicorn workers are two create_app() calls sharing the state folder's database.
-    config = {"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(), "DELIVERY_DB": tmp_path / "d.sqlite"}
+    config = {"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(), "DELIVERY_DB": tmp_path / "d.sqlite",
+              "APPS": [SHOP]}
     body = push_body()
     assert post_github(webhooks.create_app(dict(config)).test_client(), body, delivery="x").json["status"] == "emitted"
     assert post_github(webhooks.create_app(dict(config)).test_client(), body, delivery="x").json["status"] == "duplicate"
