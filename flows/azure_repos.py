@@ -1,9 +1,9 @@
 """Azure Repos, beside GitHub, as a source of commits: an Azure DevOps service hook's `git.push` event.
 
 The subscription (Project settings > Service hooks > Web Hooks, event "Code pushed") posts to
-`/azure-repos` with basic authentication: any user name, the receiver's shared secret (the
-Prefect Secret block of `AISHIP_WEBHOOK_SECRET_BLOCK`) as the password; or the secret in an
-`X-Aiship-Secret` header. The push becomes the same `aiship.git.pushed` event as a GitHub push,
+`/azure-repos` with basic authentication: any user name, the service hook's own secret (the
+Prefect Secret block of `AISHIP_AZURE_REPOS_SECRET_BLOCK`, apart from GitHub's) as the password;
+or that secret in an `X-Aiship-Secret` header. The push becomes the same `aiship.git.pushed` event as a GitHub push,
 with the repository named `<project>/<repository>`.
 """
 
@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from flows import webhooks
 
@@ -71,9 +71,13 @@ def push_fields(payload: dict[str, Any], not_delivered: Callable[[str, str], str
 def receive() -> tuple[Response, int]:
     """POST /azure-repos: a service hook's `git.push` becomes `aiship.git.pushed`."""
     body = request.get_data(cache=True)
-    if not authorized(webhooks.secret(), request.headers.get("Authorization"), request.headers.get(SECRET_HEADER)):
+    hooks = current_app.extensions["aiship_webhooks"]
+    if hooks["azure_repos_secret"] is None:
+        return answer(503, status="unavailable",
+                      reason=webhooks.missing_secret(hooks["azure_repos_block"], "AISHIP_AZURE_REPOS_SECRET_BLOCK"))
+    if not authorized(hooks["azure_repos_secret"], request.headers.get("Authorization"), request.headers.get(SECRET_HEADER)):
         return answer(401, status="refused", reason="wrong or missing credentials: the service hook's basic "
-                                f"password (or {SECRET_HEADER}) must be the receiver's shared secret")
+                                f"password (or {SECRET_HEADER}) must be the secret of its Prefect block")
     try:
         payload = json.loads(body)
         event = payload["eventType"]

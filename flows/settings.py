@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     # --- the webhook receiver (flows/webhooks.py) ---
     webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks and the Event Grid key.")
+    azure_repos_secret_block: str = Field(default="aiship-azure-repos-secret", description="Name of the Prefect Secret block holding the password (or X-Aiship-Secret header) of the Azure DevOps service hook.")
     webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest webhook body accepted; larger ones get 413.")
 
     # --- model store ---

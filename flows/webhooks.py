@@ -214,22 +214,26 @@ def store_resolver(settings: Any) -> ManifestResolver:
     return resolve
 
 
-def load_secret(block_name: str) -> str:
-    """The shared secret from the Prefect `Secret` block `block_name`."""
+def load_secret(block_name: str, setting: str = "AISHIP_WEBHOOK_SECRET_BLOCK", required: bool = True) -> str | None:
+    """The secret in the Prefect `Secret` block `block_name`; None when it does not exist and is not `required`."""
     from prefect.blocks.system import Secret
 
     try:
         return str(Secret.load(block_name).get())
     except (ValueError, LookupError) as exc:  # Prefect raises ValueError for an unknown block
-        raise ConfigurationError(
-            f"Prefect Secret block {block_name!r} not found ({exc}); create it with `bash local/webhooks.sh up` "
-            "or `prefect block create secret` (AISHIP_WEBHOOK_SECRET_BLOCK names it)"
-        ) from exc
+        if not required:
+            return None
+        raise ConfigurationError(missing_secret(block_name, setting) + f" ({exc})") from exc
     except httpx.HTTPError as exc:
         raise ConfigurationError(
             f"could not read the Prefect Secret block {block_name!r}: {type(exc).__name__}: {exc}; "
             "is the Prefect server running? (aiship local up prefect)"
         ) from exc
+
+
+def missing_secret(block_name: str, setting: str) -> str:
+    return (f"Prefect Secret block {block_name!r} not found; create it with `bash local/webhooks.sh up` or "
+            f"`prefect block create secret` ({setting} names it), then restart the receiver")
 
 
 # --- JSON logs and answers ---
@@ -251,12 +255,8 @@ def _answer(code: int, /, **body: Any) -> tuple[Response, int]:
     return jsonify(body), code
 
 
-def secret() -> str:
-    """The receiver's shared secret (read once per process from its Prefect Secret block)."""
-    return current_app.extensions["aiship_webhooks"]["secret"]
-
-
 def _secret() -> str:
+    """GitHub's and Event Grid's shared secret (read once per process from its Prefect Secret block)."""
     return current_app.extensions["aiship_webhooks"]["secret"]
 
 
@@ -449,8 +449,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure_logging()
     # The secret is read once per process, here, and kept out of app.config (which debug pages show).
     secret = app.config.pop("WEBHOOK_SECRET", None) or load_secret(settings.webhook_secret_block)
+    # Optional: without its block only /azure-repos is closed (503), the other senders still work.
+    azure_repos_secret = app.config.pop("AZURE_REPOS_SECRET", None) or load_secret(
+        settings.azure_repos_secret_block, "AISHIP_AZURE_REPOS_SECRET_BLOCK", required=False)
     app.extensions["aiship_webhooks"] = {
         "secret": secret,
+        "azure_repos_secret": azure_repos_secret,
+        "azure_repos_block": settings.azure_repos_secret_block,
         "apps": _apps_source(app.config.get("APPS"), settings),
         "container": app.config["AZURE_CONTAINER"],
         "deliveries": DeliveryLog(Path(app.config["DELIVERY_DB"])),

@@ -4,15 +4,18 @@
 #
 #   local/webhooks.sh up|down|status
 #
-# Needs the Prefect server (local/prefect.sh): the shared secret lives in its Prefect `Secret`
-# block (AISHIP_WEBHOOK_SECRET_BLOCK, default aiship-webhook-secret), created here with a random
-# value when missing. A copy goes to $PART_DIR/secret (mode 600) for the local git repository's
-# post-receive hook, which runs outside Prefect and signs its deliveries with it.
+# Needs the Prefect server (local/prefect.sh): each sender's secret lives in a Prefect `Secret`
+# block, created here with a random value when missing: GitHub's and Event Grid's shared secret
+# (AISHIP_WEBHOOK_SECRET_BLOCK, default aiship-webhook-secret) and the Azure Repos service hook's
+# password (AISHIP_AZURE_REPOS_SECRET_BLOCK, default aiship-azure-repos-secret). Copies go to
+# $PART_DIR/secret and $PART_DIR/azure-repos-secret (mode 600): the local git repository's
+# post-receive hook, which runs outside Prefect, signs its deliveries with the first.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PORT="${AISHIP_WEBHOOK_PORT:-8700}"
 PREFECT_PORT="${AISHIP_PREFECT_PORT:-4200}"
 BLOCK="${AISHIP_WEBHOOK_SECRET_BLOCK:-aiship-webhook-secret}"
+AZURE_REPOS_BLOCK="${AISHIP_AZURE_REPOS_SECRET_BLOCK:-aiship-azure-repos-secret}"
 WORKERS="${AISHIP_WEBHOOK_WORKERS:-2}"
 PIDFILE="$PART_DIR/gunicorn.pid"
 SECRET_FILE="$PART_DIR/secret"
@@ -49,11 +52,11 @@ wait_started() {
     done
 }
 
-# ensure_secret: creates the Secret block with a random value when missing (an existing one is
-# kept: GitHub and Event Grid are configured with it), then writes the hook's copy, mode 600.
+# ensure_secret BLOCK FILE: creates the Secret block with a random value when missing (an existing
+# one is kept: the senders are configured with it), then writes its copy to FILE, mode 600.
 ensure_secret() {
-    local tmp="$SECRET_FILE.tmp.$$"
-    python - "$BLOCK" "$tmp" >"$PART_DIR/secret.log" 2>&1 <<'PY' || { rm -f "$tmp"; die "could not read or create the Prefect Secret block $BLOCK (log: $PART_DIR/secret.log); check the Prefect server at $PREFECT_API_URL"; }
+    local block="$1" file="$2" tmp="$2.tmp.$$"
+    python - "$block" "$tmp" >"$PART_DIR/secret.log" 2>&1 <<'PY' || { rm -f "$tmp"; die "could not read or create the Prefect Secret block $block (log: $PART_DIR/secret.log); check the Prefect server at $PREFECT_API_URL"; }
 import os, secrets, sys
 from prefect.blocks.system import Secret
 
@@ -71,7 +74,7 @@ fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as f:
     f.write(value)
 PY
-    mv "$tmp" "$SECRET_FILE"
+    mv "$tmp" "$file"
 }
 
 part_up() {
@@ -79,7 +82,8 @@ part_up() {
     require_port_free "$PORT" AISHIP_WEBHOOK_PORT
     command -v gunicorn >/dev/null || die "gunicorn is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
     prefect_up >/dev/null 2>&1 || die "the Prefect server at $PREFECT_API_URL does not answer; start it first with \`aiship local up prefect\`"
-    ensure_secret
+    ensure_secret "$BLOCK" "$SECRET_FILE"
+    ensure_secret "$AZURE_REPOS_BLOCK" "$PART_DIR/azure-repos-secret"
     # --workers 2         two requests at once on 2 cores; the delivery log is shared through SQLite.
     # no --access-logfile access logs would record Event Grid's ?key= query string; the app logs
     #                     JSON lines without it.
@@ -89,7 +93,7 @@ part_up() {
         --timeout 30 --graceful-timeout 10 --error-logfile - --log-level info --no-control-socket \
         'flows.webhooks:create_app()'
     wait_started
-    log "ready at $ADDRESS (POST /github, POST|OPTIONS /eventgrid; secret in Prefect block $BLOCK)"
+    log "ready at $ADDRESS (POST /github, POST /azure-repos, POST|OPTIONS /eventgrid; secrets in Prefect blocks $BLOCK, $AZURE_REPOS_BLOCK)"
 }
 
 part_down() { stop_pidfile "$PIDFILE"; }

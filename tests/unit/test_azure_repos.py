@@ -9,7 +9,10 @@ import pytest
 
 from flows import webhooks
 from tests.fixtures.azure_devops import git_push
-from tests.unit.test_webhooks import SECRET, FakeEmitter, FakeResolver, registration
+from tests.unit.test_webhooks import SECRET as GITHUB_SECRET
+from tests.unit.test_webhooks import FakeEmitter, FakeResolver, registration
+
+SECRET = "azure-repos-own-secret"
 
 SHA = "33b55f7cb7e7e245323987634f960cf4a6e6bc74"
 FABRIKAM = registration("fabrikam", ["Fabrikam-Fiber-Git/Fabrikam-Fiber-Git"])
@@ -22,7 +25,7 @@ def emitter() -> FakeEmitter:
 
 @pytest.fixture
 def client(tmp_path, emitter):
-    app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+    app = webhooks.create_app({"WEBHOOK_SECRET": GITHUB_SECRET, "AZURE_REPOS_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
                                "DELIVERY_DB": tmp_path / "deliveries.sqlite", "APPS": [FABRIKAM]})
     return app.test_client()
 
@@ -51,11 +54,28 @@ def test_the_secret_header_authenticates_too(client, emitter):
 
 
 @pytest.mark.parametrize("headers", [{}, basic("azure-devops", "wrong"), {"Authorization": "Basic !!!"},
-                                     {"Authorization": "Bearer " + SECRET}, {"X-Aiship-Secret": "wrong"}])
+                                     {"Authorization": "Bearer " + SECRET}, {"X-Aiship-Secret": "wrong"},
+                                     basic("azure-devops", GITHUB_SECRET), {"X-Aiship-Secret": GITHUB_SECRET}])
 def test_wrong_or_missing_credentials_are_401_and_emit_nothing(client, emitter, headers):
+    # GitHub's secret among them: each sender has a secret of its own
     response = post(client, git_push(), headers)
-    assert response.status_code == 401 and "shared secret" in response.json["reason"]
+    assert response.status_code == 401 and "the secret of its Prefect block" in response.json["reason"]
     assert emitter.events == []
+
+
+def test_without_its_secret_block_only_azure_repos_is_closed(tmp_path, emitter, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    def missing(name):
+        raise ValueError(f"Unable to find block document named {name} for block type secret")
+
+    monkeypatch.setattr(Secret, "load", staticmethod(missing))
+    app = webhooks.create_app({"WEBHOOK_SECRET": GITHUB_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+                               "DELIVERY_DB": tmp_path / "deliveries.sqlite", "APPS": [FABRIKAM]})
+    response = post(app.test_client(), git_push(), basic("u", SECRET))
+    assert response.status_code == 503 and emitter.events == []
+    assert "Prefect Secret block 'aiship-azure-repos-secret' not found" in response.json["reason"]
+    assert "AISHIP_AZURE_REPOS_SECRET_BLOCK" in response.json["reason"]
 
 
 def test_a_redelivered_event_id_is_emitted_once(client, emitter):
