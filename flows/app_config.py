@@ -70,6 +70,16 @@ def _pattern(regex: re.Pattern[str], expected: str):
 AppName = Annotated[str, AfterValidator(_pattern(_NAME, "lower-case letters, digits and '-', starting with a letter, at most 40 characters"))]
 RepoPath = Annotated[str, AfterValidator(_relative_path)]
 UrlPath = Annotated[str, AfterValidator(_url_path)]
+def cpu_millis(quantity: str) -> int:
+    """A Kubernetes CPU quantity ('250m', '1', '0.5') in millicores."""
+    return int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ('256Mi', '1Gi') in bytes."""
+    return int(quantity[:-2]) << {"Ki": 10, "Mi": 20, "Gi": 30}[quantity[-2:]]
+
+
 CpuQuantity = Annotated[str, AfterValidator(_pattern(_CPU, "a Kubernetes CPU quantity such as '250m' or '1'"))]
 MemoryQuantity = Annotated[str, AfterValidator(_pattern(_MEMORY, "a Kubernetes memory quantity such as '256Mi' or '1Gi'"))]
 
@@ -114,6 +124,15 @@ class Resources(_Section):
     memory_request: MemoryQuantity = "256Mi"
     cpu_limit: CpuQuantity = "1"
     memory_limit: MemoryQuantity = "768Mi"
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        if cpu_millis(self.cpu_request) > cpu_millis(self.cpu_limit):
+            raise ValueError(f"cpu_request {self.cpu_request} is above cpu_limit {self.cpu_limit}; ask for at most the limit")
+        if memory_bytes(self.memory_request) > memory_bytes(self.memory_limit):
+            raise ValueError(f"memory_request {self.memory_request} is above memory_limit {self.memory_limit}; "
+                             "ask for at most the limit")
+        return self
 
 
 class ServeSection(_Section):

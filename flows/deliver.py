@@ -172,6 +172,10 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
     workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
     try:
         config = read_config(source, app)
+        if refused := env.refusals(config.serve):
+            raise ConfigurationError(f"aiship.toml of {app.name} at {source.short_sha} asks for {', '.join(refused)} in "
+                                     f"{env.name}; lower [serve] in the app's aiship.toml, or have the operator raise "
+                                     "the environment's max_* in the app's registration")
         with clock.stage("app_tests"):
             test_app(build_test_image(source, config, settings), config)
         with clock.stage("resolve"):

@@ -107,6 +107,10 @@ def render_manifests(release: PinnedRelease, environment: Environment, settings:
     """Renders namespace, Service and Deployment for `release` in `environment` from the packaged templates."""
     require_pinned(release.ref)
     serve = release.serve
+    if refused := environment.refusals(serve):
+        raise RolloutError("OverEnvironmentLimits", f"{release.app} {release.version} asks for {', '.join(refused)} in "
+                           f"{environment.name}; nothing was applied: deliver a commit whose aiship.toml [serve] asks for "
+                           "less, or have the operator raise the environment's max_* in the app's registration")
     labels = {"app.kubernetes.io/name": release.app, "app.kubernetes.io/managed-by": "aiship",
               "io.aiship/environment": environment.name}
     env = [{"name": "AISHIP_APP_ENVIRONMENT", "value": environment.name}]

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.app_config import CpuQuantity, MemoryQuantity, ServeSection, cpu_millis, memory_bytes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,21 @@ class Environment(BaseModel):
     replicas: int | None = Field(default=None, ge=1, description="Pods of the app in this environment; empty means what the app's aiship.toml asks for ([serve] replicas).")
     node_port: int = Field(ge=16100, le=16199, description="NodePort the app answers on, on 127.0.0.1.")
     app_env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables the app gets in this environment (the Deployment's env; AISHIP_APP_ENVIRONMENT is always set).")
+    # The operator's ceiling on what a commit's [serve] may ask for here: a commit cannot take the cluster.
+    max_replicas: int = Field(default=10, ge=1, le=100, description="Most pods the app's [serve] replicas may ask for here.")
+    max_cpu_limit: CpuQuantity = Field(default="2", description="Highest [serve.resources] cpu_limit allowed here.")
+    max_memory_limit: MemoryQuantity = Field(default="2Gi", description="Highest [serve.resources] memory_limit allowed here.")
+
+    def refusals(self, serve: ServeSection) -> list[str]:
+        """What in an app's [serve] goes past this environment's ceilings (empty when nothing does)."""
+        found = []
+        if self.replicas is None and serve.replicas > self.max_replicas:
+            found.append(f"replicas {serve.replicas} (at most {self.max_replicas})")
+        if cpu_millis(serve.resources.cpu_limit) > cpu_millis(self.max_cpu_limit):
+            found.append(f"resources.cpu_limit {serve.resources.cpu_limit} (at most {self.max_cpu_limit})")
+        if memory_bytes(serve.resources.memory_limit) > memory_bytes(self.max_memory_limit):
+            found.append(f"resources.memory_limit {serve.resources.memory_limit} (at most {self.max_memory_limit})")
+        return found
 
 
 def _default_environments() -> dict[str, Environment]:

@@ -82,6 +82,9 @@ def test_defaults_fill_what_a_minimal_file_leaves_out():
     (MINIMAL + "[golden]\nrule = 'abs_tol'\n", r"^golden \(line 6\): .*rule 'abs_tol' needs a tolerance"),
     # 18. a list where a table belongs
     ("serve = [1, 2]\n" + MINIMAL, r"^serve \(line 1\): .*valid dictionary"),
+    # 19. a request above its limit
+    (MINIMAL + "[serve.resources]\ncpu_request = '1500m'\ncpu_limit = '1'\n",
+     r"^\[serve\] resources \(line 6\): .*cpu_request 1500m is above cpu_limit 1; ask for at most the limit"),
 ])
 def test_each_mistake_is_named_with_its_key_line_and_what_to_do(text, expected):
     import re

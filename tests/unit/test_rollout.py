@@ -108,6 +108,21 @@ def test_the_apps_serve_facts_name_the_deployment_and_fill_port_probes_and_resou
     assert PinnedRelease.from_annotations(spec["template"]["metadata"]["annotations"], REF2, "").serve == serve
 
 
+def test_a_release_asking_past_the_environments_ceilings_is_refused_before_anything_is_applied(settings):
+    from flows.app_config import Resources, ServeSection
+
+    greedy = ServeSection(replicas=12, resources=Resources(cpu_limit="4", memory_limit="768Mi"))
+    env = ENV.model_copy(update={"replicas": None})
+    with pytest.raises(RolloutError, match=r"asks for replicas 12 \(at most 10\), resources.cpu_limit 4 \(at most 2\) in test") as caught:
+        render_manifests(release(serve=greedy), env, settings, "t")
+    assert caught.value.reason == "OverEnvironmentLimits"
+    # the operator's own replica count wins over the app's ask, and a raised ceiling lets it through
+    roomy = env.model_copy(update={"replicas": 2, "max_cpu_limit": "4"})
+    assert render_manifests(release(serve=greedy), roomy, settings, "t").deployment["spec"]["replicas"] == 2
+    assert ENV.refusals(ServeSection(resources=Resources(memory_request="1Gi", memory_limit="3Gi"))) == [
+        "resources.memory_limit 3Gi (at most 2Gi)"]
+
+
 def test_service_answers_on_the_environments_node_port(settings):
     m = render_manifests(release(), ENV, settings, "t")
     port = m.service["spec"]["ports"][0]
