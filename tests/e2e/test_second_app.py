@@ -63,7 +63,9 @@ def regressor(platform, prefect_api, kube, e2e_environment, tmp_path_factory):
     env = {**os.environ, "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "team", "GIT_AUTHOR_EMAIL": "team@example.invalid",
            "GIT_COMMITTER_NAME": "team", "GIT_COMMITTER_EMAIL": "team@example.invalid",
-           "AISHIP_PUBLISHER": "e2e", "MODEL": MODEL}
+           "AISHIP_PUBLISHER": "e2e", "MODEL": MODEL,
+           # the bake window is not what this page shows (the sample's e2e rollouts test it); 5 s keeps rollouts short
+           "AISHIP_ROLLOUT_MIN_READY_SECONDS": "5"}
     yield repo, env
     aiship("app", "remove", "regressor")
     from kubernetes import client
