@@ -186,7 +186,7 @@ def test_a_digest_rolls_out_and_answers_on_its_node_port(api_client, serving_env
     assert (second.ref, second.previous_digest, second.pods_ready) == (images["v2"], first.digest, 2)
     assert version_at(env) == {"mark": "v2", "env": env.name}
     now = envs.serving_version(api_client, env, settings.app_name)
-    assert (now.digest, now.image, now.replicas_ready) == (second.digest, images["v2"], 2)
+    assert (now.digest, now.release.ref, now.replicas_ready) == (second.digest, images["v2"], 2)
     assert envs.previous_digests(api_client, env, settings.app_name) == [first.digest]
 
 
