@@ -70,6 +70,17 @@ def _pattern(regex: re.Pattern[str], expected: str):
 AppName = Annotated[str, AfterValidator(_pattern(_NAME, "lower-case letters, digits and '-', starting with a letter, at most 40 characters"))]
 RepoPath = Annotated[str, AfterValidator(_relative_path)]
 UrlPath = Annotated[str, AfterValidator(_url_path)]
+# A branch as `git check-ref-format --branch` takes it, without globs: it is checked out by name.
+_BRANCH = re.compile(r"(?!/)(?!.*(?:\.\.|//|@\{|\.lock(?:/|$)|/$|\.$))[A-Za-z0-9._/-]{1,200}")
+
+
+def _branch(value: str) -> str:
+    if value.startswith("refs/") or not _BRANCH.fullmatch(value):
+        raise ValueError(f"a branch name such as 'main' or 'release/2.1' (no refs/heads/, no globs), got {value!r}")
+    return value
+
+
+BranchName = Annotated[str, AfterValidator(_branch)]
 def cpu_millis(quantity: str) -> int:
     """A Kubernetes CPU quantity ('250m', '1', '0.5') in millicores."""
     return int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)

@@ -14,32 +14,20 @@ a single-app aiship is configured as before.
 from __future__ import annotations
 
 import fnmatch
-import re
+import logging
 import shutil
 from pathlib import Path
-from typing import Annotated
 
 from prefect.client.orchestration import get_client
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.app_config import AppConfig, AppName, load_toml, read_app_config, require_name
+from flows.app_config import AppConfig, AppName, BranchName, load_toml, read_app_config, require_name
 from flows.errors import ConfigurationError, PlatformError
 from flows.settings import Environment, Settings
 from flows.source import SourceTree, checkout
 
 VARIABLE_PREFIX = "aiship-app-"
 PAGE = 200  # the Prefect server's largest page of Variables
-# A branch as `git check-ref-format --branch` takes it, without globs: it is checked out by name.
-_BRANCH = re.compile(r"(?!/)(?!.*(?:\.\.|//|@\{|\.lock(?:/|$)|/$|\.$))[A-Za-z0-9._/-]{1,200}")
-
-
-def _branch(value: str) -> str:
-    if value.startswith("refs/") or not _BRANCH.fullmatch(value):
-        raise ValueError(f"a branch name such as 'main' or 'release/2.1' (no refs/heads/, no globs), got {value!r}")
-    return value
-
-
-BranchName = Annotated[str, AfterValidator(_branch)]
 
 
 class AppRegistration(BaseModel):
@@ -140,8 +128,11 @@ def registered_apps() -> list[AppRegistration]:
             try:
                 apps.append(AppRegistration.model_validate(variable.value))
             except ValidationError as exc:
-                raise ConfigurationError(f"Prefect Variable {variable.name} is not a valid app registration ({exc.error_count()} "
-                                         "problems); register the app again with `aiship app register FILE`") from exc
+                # One broken registration must not stop the other apps' deliveries: it is skipped, and said.
+                logging.getLogger("aiship.apps").error(
+                    "Prefect Variable %s is not a valid app registration (%d problems: %s); that app is not delivered "
+                    "until it is registered again with `aiship app register FILE`", variable.name, exc.error_count(),
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]))
     return sorted(apps, key=lambda app: app.name)
 
 

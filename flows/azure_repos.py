@@ -72,9 +72,10 @@ def receive() -> tuple[Response, int]:
     """POST /azure-repos: a service hook's `git.push` becomes `aiship.git.pushed`."""
     body = request.get_data(cache=True)
     hooks = current_app.extensions["aiship_webhooks"]
-    if hooks["azure_repos_secret"] is None:
-        return answer(503, status="unavailable",
-                      reason=webhooks.missing_secret(hooks["azure_repos_block"], "AISHIP_AZURE_REPOS_SECRET_BLOCK"))
+    if hooks["azure_repos_secret"] is None:  # the block's name goes to the log, not to an unauthenticated caller
+        webhooks.logger.error(webhooks.missing_secret(hooks["azure_repos_block"], "AISHIP_AZURE_REPOS_SECRET_BLOCK"))
+        return answer(503, status="unavailable", reason="Azure Repos pushes are not configured on this receiver; "
+                                                        "its log says which Secret block to create")
     if not authorized(hooks["azure_repos_secret"], request.headers.get("Authorization"), request.headers.get(SECRET_HEADER)):
         return answer(401, status="refused", reason="wrong or missing credentials: the service hook's basic "
                                 f"password (or {SECRET_HEADER}) must be the secret of its Prefect block")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from flows import environments as envs
 from flows.app_config import AppConfig
 from flows.app_tests import build_test_image, test_app
-from flows.apps import AppRegistration, all_apps, find_app, read_config, route
+from flows.apps import AppRegistration, all_apps, find_app, push_target, read_config, route
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError
 from flows.image import build_image
@@ -235,7 +235,10 @@ def deliver_commit(sha: str, environment: str = "staging", repo: str | None = No
     """
     settings = Settings()
     apps = all_apps(settings)
-    registration = find_app(apps, app) if app else route(apps, repo or "", "sources")
+    if app:
+        registration = find_app(apps, app)
+    else:  # as the receiver routes it: the app whose sources claim the repository, on that app's branch only
+        registration = push_target(apps, repo or "", ref) if ref else route(apps, repo or "", "sources")
     serving = read_serving(registration, registration.environment(environment), settings)
     name = serving.release.model.name if serving and serving.release.model.name else registration.default_model
     if not name:

@@ -50,7 +50,9 @@ def release_of(template: dict[str, Any], app_name: str) -> PinnedRelease | None:
     image = app_image(template)
     try:
         return PinnedRelease.from_annotations((template.get("metadata") or {}).get("annotations"), image, app_name)
-    except RolloutError:
+    except RolloutError as exc:
+        if exc.reason != "ImageNotPinned":
+            raise  # a bad annotation says so ("deliver the app again"); it is not "nothing serves"
         logging.getLogger("aiship.environments").warning(
             "the %s pod template runs %s, not pinned by digest: it was changed outside aiship, and aiship "
             "reads it as nothing it delivered", app_name, image)

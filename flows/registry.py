@@ -259,8 +259,7 @@ def push_image(built: BuiltImage, settings: Settings) -> PushedImage:
         pushed = push_built(client, built, credentials, log=get_run_logger())
     finally:
         client.close()
-    app = built.tag.rpartition(":")[0].rpartition("/")[2]
-    create_markdown_artifact(key=f"image-push-{app}", markdown="\n".join(iter_push_summary(pushed)),
+    create_markdown_artifact(key=f"image-push-{built.release.app}", markdown="\n".join(iter_push_summary(pushed)),
                              description=f"Pushed {pushed.ref}")
     return pushed
 

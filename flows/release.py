@@ -69,7 +69,7 @@ class ModelId(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    version: int = Field(ge=0)  # 0 only for a release read from a Deployment that did not record it
+    version: int = Field(ge=0)  # a release read back from a Deployment that did not record it has 0
     sha256: Sha256
 
     def identity(self) -> ModelId:
@@ -132,7 +132,7 @@ class Release(BaseModel):
 
     def pinned(self, ref: str) -> PinnedRelease:
         """This release pushed as `ref` (`repo@sha256:…`)."""
-        return PinnedRelease(ref=ref, **dict(self))
+        return PinnedRelease(ref=ref, **{name: getattr(self, name) for name in Release.model_fields})
 
 
 class PinnedRelease(Release):
@@ -172,13 +172,13 @@ class PinnedRelease(Release):
         A field the annotations do not hold reads as empty (the model's version as 0); the image
         must be pinned by digest, as every rollout of aiship's is.
         """
+        require_pinned(image)
         ann = annotations or {}
         version = ann.get(MODEL_VERSION, "")
         fields = {"app": ann.get(APP) or app, "git_sha": ann.get(GIT_SHA, ""), "ref": image,
                   "model": {"name": ann.get(MODEL_NAME, ""), "version": int(version) if version.isdigit() else 0,
                             "sha256": ann.get(MODEL_SHA256, "")},
                   "serve": parse_serve(ann.get(SERVE))}
-        require_pinned(image)
         # Written by aiship and read back as written; a Deployment from before a field existed lacks it.
         return cls.model_construct(**{**fields, "model": ModelId.model_construct(**fields["model"])})
 

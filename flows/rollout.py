@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from flows.app_config import ServeSection
 from flows.apps import all_apps, find_app
 from flows.environments import app_image
 from flows.errors import RolloutError
-from flows.release import ANNOTATION_PREFIX, SERVE, PinnedRelease, parse_serve, require_pinned
+from flows.release import ANNOTATION_PREFIX, APP, SERVE, PinnedRelease, parse_serve, require_pinned
 from flows.retry import backoff_delays, retry_condition
 from flows.settings import Environment, Settings
 
@@ -93,10 +94,11 @@ class Previous:
     template: dict[str, Any]
     annotations: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def release(self) -> PinnedRelease | None:
         """The release that served before (None when its image was not pinned: changed outside aiship)."""
-        return envs.release_of({"metadata": {"annotations": self.annotations}, "spec": self.template.get("spec", {})}, "")
+        template = {"metadata": {"annotations": self.annotations}, "spec": self.template.get("spec", {})}
+        return envs.release_of(template, self.annotations.get(APP, "the app"))
 
     @property
     def digest(self) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flows.app_config import CpuQuantity, MemoryQuantity, ServeSection, cpu_millis, memory_bytes
+from flows.app_config import BranchName, CpuQuantity, MemoryQuantity, ServeSection, cpu_millis, memory_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     app_name: str = Field(default="aiship-app", description="The first app's name: its aiship.toml must say the same; its image repository and Kubernetes name.")
     app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
     app_sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose pushes deliver the first app (globs; JSON list).")
-    app_branch: str = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
+    app_branch: BranchName = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -85,8 +86,8 @@ class Registrations:
         self._apps: list[Any] = []
         self._at = float("-inf")
 
-    def __call__(self) -> list[Any]:
-        if time.monotonic() - self._at > self.ttl:
+    def __call__(self, fresh: bool = False) -> list[Any]:
+        if fresh or time.monotonic() - self._at > self.ttl:
             self._apps, self._at = self.read(), time.monotonic()
         return self._apps
 
@@ -95,11 +96,14 @@ def not_delivered(repo: str, ref: str) -> str | None:
     """Why a push of `ref` to `repo` delivers no app, or None when it delivers one."""
     from flows.apps import push_target
 
-    apps = current_app.extensions["aiship_webhooks"]["apps"]()  # unreadable: the error handler answers 503
+    apps = current_app.extensions["aiship_webhooks"]["apps"]  # unreadable: the error handler answers 503
     try:
-        push_target(apps, repo, ref)
-    except ConfigurationError as exc:
-        return str(exc)
+        push_target(apps(), repo, ref)
+    except ConfigurationError:
+        try:  # the cached registrations may predate an app registered seconds ago: ask once more
+            push_target(apps(fresh=True), repo, ref)
+        except ConfigurationError as exc:
+            return str(exc)
     return None
 
 
@@ -447,6 +451,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config or {})
     _configure_logging()
+    if "AISHIP_WEBHOOK_BRANCH" in os.environ:
+        logger.warning("AISHIP_WEBHOOK_BRANCH is no longer read: each app's registration names its `branch` "
+                       "(AISHIP_APP_BRANCH for the first app); unset it")
     # The secret is read once per process, here, and kept out of app.config (which debug pages show).
     secret = app.config.pop("WEBHOOK_SECRET", None) or load_secret(settings.webhook_secret_block)
     # Optional: without its block only /azure-repos is closed (503), the other senders still work.
@@ -481,7 +488,7 @@ def _apps_source(apps: Any, settings: Any) -> Callable[[], list[Any]]:
 
     if apps is None:
         return Registrations(lambda: all_apps(settings))
-    return apps if callable(apps) else lambda: list(apps)
+    return apps if callable(apps) else lambda fresh=False: list(apps)
 
 
 def _prefect_api_url(settings: Any) -> str:

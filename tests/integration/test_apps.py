@@ -21,6 +21,8 @@ def test_registered_apps_are_read_page_by_page_and_only_aiship_apps(prefect_api,
                                        models=[f"{name}-model"], environments={"staging": env})
         Variable.set(registration.variable, registration.model_dump(mode="json"), overwrite=True)
     Variable.set(f"itpage-{run}-not-an-app", {"name": "x"}, overwrite=True)  # no aiship-app- prefix: not read
+    broken = f"{apps.VARIABLE_PREFIX}itpage-{run}-broken"  # one bad registration must not hide the others
+    Variable.set(broken, {"name": f"itpage-{run}-broken", "branch": "refs/heads/main"}, overwrite=True)
     try:
         found = [app.name for app in registered_apps()]
         assert [n for n in found if n.startswith(f"itpage-{run}")] == names
@@ -29,3 +31,4 @@ def test_registered_apps_are_read_page_by_page_and_only_aiship_apps(prefect_api,
         for name in names:
             Variable.unset(f"{apps.VARIABLE_PREFIX}{name}")
         Variable.unset(f"itpage-{run}-not-an-app")
+        Variable.unset(broken)

@@ -39,6 +39,20 @@ def test_annotations_read_back_as_the_release_that_wrote_them():
     assert back == pinned and back.digest == DIGEST_1
 
 
+def test_a_pinned_release_pinned_again_takes_the_new_reference():
+    other = "127.0.0.1:5000/aiship-app@sha256:" + "2" * 64
+    assert release().pinned(REF).pinned(other).ref == other
+
+
+def test_a_bad_serve_annotation_is_an_error_that_says_what_to_do_not_nothing_serving():
+    from flows.environments import release_of
+
+    ann = release().pinned(REF).annotations() | {SERVE: '{"port": "eighty"}'}
+    template = {"metadata": {"annotations": ann}, "spec": {"containers": [{"name": "app", "image": REF}]}}
+    with pytest.raises(RolloutError, match=r"(?s)annotation io.aiship/serve is not valid.*deliver the app again"):
+        release_of(template, "aiship-app")
+
+
 def test_a_template_without_annotations_reads_as_its_image_and_the_deployment_name():
     back = PinnedRelease.from_annotations(None, REF, "aiship-app")
     assert (back.app, back.digest, back.git_sha, back.model.name, back.model.version) == ("aiship-app", DIGEST_1, "", "", 0)

@@ -200,6 +200,18 @@ def test_registrations_that_cannot_be_read_are_503_and_the_push_is_not_remembere
     assert post_github(client, push_body(), delivery="later").json["status"] == "emitted"
 
 
+def test_an_app_registered_seconds_ago_is_found_on_a_second_look(tmp_path, emitter):
+    registered = [SHOP]
+    reads = []
+    apps = webhooks.Registrations(lambda: reads.append(1) or list(registered), ttl=3600)
+    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+                                  "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": apps}).test_client()
+    assert post_github(client, push_body()).status_code == 200
+    registered.append(registration("regressor", ["acme/regressor"], node_port=16181))
+    new = post_github(client, push_body(repository={"full_name": "acme/regressor"}))
+    assert new.status_code == 200 and new.json["status"] == "emitted" and len(reads) == 2
+
+
 def test_the_registrations_are_read_again_after_their_time_to_live():
     reads = []
     apps = webhooks.Registrations(lambda: reads.append(1) or [SHOP], ttl=0.2)
