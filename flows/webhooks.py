@@ -10,7 +10,7 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
   `duplicate` (409 `in-progress` while another worker is still emitting it). Emission is synchronous: if the Prefect server does not take the event, 503 and
   the delivery is not remembered, so a redelivery works.
 - POST /azure-repos: an Azure DevOps service hook's `git.push` (`flows/azure_repos.py`).
-- POST|OPTIONS /eventgrid: Event Grid schema (with the subscription-validation handshake) and
+- POST|OPTIONS /eventgrid (`flows/eventgrid.py`): Event Grid schema (with the subscription-validation handshake) and
   CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
   `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
   in the model container counts; sha256, uri and publisher are read from the model store, never
@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -39,16 +38,12 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from flows import events as aiship_events
-from flows.errors import AishipError, ConfigurationError, ModelStoreError
-from flows.retry import is_transient
+from flows.delivery_log import DeliveryLog
+from flows.errors import AishipError, ConfigurationError
 
 logger = logging.getLogger("aiship.webhooks")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-# /blobServices/default/containers/<container>/blobs/models/<name>/<version>/manifest.json
-MANIFEST_SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/models/(?P<name>[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?)/(?P<version>[1-9][0-9]{0,8})/manifest\.json$")
 
 GIT_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names
 REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # owner/repo, as in the resource id
@@ -105,61 +100,6 @@ def not_delivered(repo: str, ref: str) -> str | None:
         except ConfigurationError as exc:
             return str(exc)
     return None
-
-
-def manifest_blob(subject: str, container: str) -> tuple[str, int] | None:
-    """(name, version) when `subject` is a manifest under models/ in `container`, else None."""
-    m = MANIFEST_SUBJECT.match(subject or "")
-    if not m or m["container"] != container:
-        return None
-    return m["name"], int(m["version"])
-
-
-# --- the delivery log: which deliveries were already turned into events ---
-
-class DeliveryLog:
-    """Delivery ids seen, in SQLite (safe across gunicorn workers), the newest `keep` kept.
-
-    `claim` marks an id pending; `confirm` marks it done after the event was taken; `release`
-    forgets it after a failed emission. A pending claim older than `stale` seconds (a worker died)
-    can be claimed again.
-    """
-
-    def __init__(self, path: Path, keep: int = 10_000, stale: float = 60.0) -> None:
-        self.path, self.keep, self.stale = Path(path), keep, stale
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
-
-    def claim(self, key: str) -> str:
-        """'new' when this caller now owns `key`, else 'done' or 'pending' (another worker has it)."""
-        now = time.time()
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")  # one writer at a time across processes: check-and-set is atomic
-            row = db.execute("SELECT state, at FROM deliveries WHERE key = ?", (key,)).fetchone()
-            if row and (row[0] == "done" or now - row[1] < self.stale):
-                db.execute("COMMIT")
-                return row[0]
-            db.execute("INSERT OR REPLACE INTO deliveries (key, state, at) VALUES (?, 'pending', ?)", (key, now))
-            db.execute("DELETE FROM deliveries WHERE key IN (SELECT key FROM deliveries ORDER BY at DESC LIMIT -1 OFFSET ?)", (self.keep,))
-            db.execute("COMMIT")
-            return "new"
-        finally:
-            db.close()
-
-    def confirm(self, key: str) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE deliveries SET state = 'done', at = ? WHERE key = ?", (time.time(), key))
-
-    def release(self, key: str) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM deliveries WHERE key = ? AND state = 'pending'", (key,))
 
 
 def _event(built: aiship_events.Built) -> Any:
@@ -330,101 +270,6 @@ def deliver_push(source: str, **fields: str) -> tuple[Response, int]:
     return _answer(200, status="emitted", event=event.event, event_id=str(event.id), sha=fields["sha"])
 
 
-# --- Azure Event Grid ---
-
-def _eventgrid_authorized() -> bool:
-    return key_ok(_secret(), request.args.get("key") or request.headers.get("aeg-sas-key"))
-
-
-def eventgrid_options() -> tuple[Response, int]:
-    """CloudEvents abuse protection: echo the origin to allow deliveries from it."""
-    if not _eventgrid_authorized():
-        return _answer(401, status="refused", reason="missing or wrong key")
-    origin = request.headers.get("WebHook-Request-Origin")
-    if not origin:
-        return _answer(400, status="invalid", reason="missing WebHook-Request-Origin")
-    response, code = _answer(200, status="allowed", origin=origin)
-    response.headers["WebHook-Allowed-Origin"] = origin
-    response.headers["WebHook-Allowed-Rate"] = "*"
-    response.headers["Allow"] = "POST, OPTIONS"
-    return response, code
-
-
-def _normalized(item: dict[str, Any]) -> dict[str, Any]:
-    """One event as {id, type, subject, data}, from the Event Grid or the CloudEvents schema."""
-    if "specversion" in item:
-        return {"id": item.get("id"), "type": item.get("type"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
-    return {"id": item.get("id"), "type": item.get("eventType"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
-
-
-def eventgrid() -> tuple[Response, int]:
-    request.get_data(cache=True)  # 413 before anything else
-    if not _eventgrid_authorized():
-        _log(logging.WARNING, "refused", reason="missing or wrong key")
-        return _answer(401, status="refused", reason="missing or wrong key")
-    try:
-        parsed = json.loads(request.get_data(cache=True))
-        items = [_normalized(i) for i in (parsed if isinstance(parsed, list) else [parsed])]
-    except (ValueError, AttributeError, TypeError) as exc:
-        return _answer(400, status="invalid", reason=f"not an Event Grid or CloudEvents body: {exc}")
-    for item in items:
-        if item["type"] == VALIDATION_EVENT:
-            _log(logging.INFO, "subscription validation", event_id=item["id"])
-            return _answer(200, validationResponse=(item["data"] or {}).get("validationCode"))
-    return _register_models(items)
-
-
-class _Retry(Exception):
-    """Raised inside `_register_models` when Event Grid should send the batch again (503)."""
-
-
-def _model_event(item: dict[str, Any], hooks: dict[str, Any], keys: list[str]) -> tuple[Any, str]:
-    """(event, '') for a manifest's BlobCreated, or (None, why it is ignored); claims its key into `keys`."""
-    found = manifest_blob(item["subject"], hooks["container"]) if item["type"] == BLOB_CREATED else None
-    if not found or not item["id"]:
-        return None, f"not a BlobCreated of models/<name>/<version>/manifest.json in container {hooks['container']}"
-    key = f"eventgrid:{item['id']}"
-    state = hooks["deliveries"].claim(key)
-    if state == "done":
-        return None, "duplicate"
-    if state == "pending":  # another worker has it right now; if it fails, this retry must still count
-        raise _Retry(f"event {item['id']} is being processed")
-    name, version = found
-    try:
-        model = hooks["resolve"](name, version)
-    except Exception as exc:
-        hooks["deliveries"].release(key)
-        if isinstance(exc, ModelStoreError) and not is_transient(exc):  # no such version, a broken manifest: an answer
-            return None, str(exc)
-        raise _Retry(f"could not read the manifest of {name} v{version}: {type(exc).__name__}: {exc}") from exc
-    keys.append(key)
-    return _event(aiship_events.model_registered(name=name, version=version, **model)), ""
-
-
-def _register_models(items: list[dict[str, Any]]) -> tuple[Response, int]:
-    hooks = current_app.extensions["aiship_webhooks"]
-    keys: list[str] = []
-    events, ignored = [], []
-    try:
-        for item in items:
-            event, why = _model_event(item, hooks, keys)
-            if event is None:
-                ignored.append({"id": item["id"], "reason": why})
-            else:
-                events.append(event)
-    except _Retry as exc:  # nothing of this batch is emitted; Event Grid sends it again
-        for key in keys:
-            hooks["deliveries"].release(key)
-        _log(logging.ERROR, "retry later", error=str(exc))
-        return _answer(503, status="error", reason=str(exc))
-    if events and (failed := _emit(keys, events)):
-        return failed
-    for event in events:
-        _log(logging.INFO, "emitted", event=event.event, event_id=str(event.id), resource=event.resource.id)
-    return _answer(200 if events else 202, status="emitted" if events else "ignored",
-                   emitted=[{"event": e.event, "resource": e.resource.id, "event_id": str(e.id)} for e in events], ignored=ignored)
-
-
 # --- the app ---
 
 def _configure_logging() -> None:
@@ -465,7 +310,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         "azure_repos_block": settings.azure_repos_secret_block,
         "apps": _apps_source(app.config.get("APPS"), settings),
         "container": app.config["AZURE_CONTAINER"],
-        "deliveries": DeliveryLog(Path(app.config["DELIVERY_DB"])),
+        "deliveries": DeliveryLog(Path(app.config["DELIVERY_DB"])),  # replay protection, shared by the workers
         "emit": app.config.get("EMITTER") or prefect_emitter(_prefect_api_url(settings)),
         "resolve": app.config.get("MANIFEST_RESOLVER") or store_resolver(settings),
     }
@@ -474,8 +319,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from flows.azure_repos import azure_repos  # here: the blueprint uses this module's helpers
 
     app.register_blueprint(azure_repos)
-    app.add_url_rule("/eventgrid", "eventgrid", eventgrid, methods=["POST"], provide_automatic_options=False)
-    app.add_url_rule("/eventgrid", "eventgrid_options", eventgrid_options, methods=["OPTIONS"], provide_automatic_options=False)
+    from flows.eventgrid import eventgrid_blueprint
+
+    app.register_blueprint(eventgrid_blueprint)
     app.register_error_handler(HTTPException, lambda e: _answer(e.code or 500, status="error", reason=e.description))
     # Our side cannot answer (the registrations unreadable): 503, nothing remembered, so the sender may try again.
     app.register_error_handler(AishipError, lambda e: _answer(503, status="unavailable", reason=str(e)))

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from flows import webhooks
+from flows import eventgrid, webhooks
+from flows.delivery_log import DeliveryLog
 from flows.apps import AppRegistration
 from flows.errors import ModelNotFoundError, ModelStoreError, PlatformError
 from flows.settings import Environment
@@ -309,7 +310,7 @@ def test_logs_are_json_lines_without_the_secret(client):
 def blob_created(path: str, container: str = "models", event_id: str | None = None) -> dict:
     return {
         "id": event_id or str(uuid.uuid4()), "topic": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct",
-        "subject": f"/blobServices/default/containers/{container}/blobs/{path}", "eventType": webhooks.BLOB_CREATED,
+        "subject": f"/blobServices/default/containers/{container}/blobs/{path}", "eventType": eventgrid.BLOB_CREATED,
         "eventTime": "2024-01-01T00:00:00Z", "dataVersion": "", "metadataVersion": "1",
         "data": {"api": "PutBlob", "contentType": "application/json", "contentLength": 512, "blobType": "BlockBlob",
                  "url": f"https://acct.blob.core.windows.net/{container}/{path}"},
@@ -322,7 +323,7 @@ def as_cloudevent(eg: dict) -> dict:
 
 
 def test_eventgrid_validation_handshake(client, emitter):
-    body = [{"id": "v1", "topic": "t", "subject": "", "eventType": webhooks.VALIDATION_EVENT, "eventTime": "2024-01-01T00:00:00Z",
+    body = [{"id": "v1", "topic": "t", "subject": "", "eventType": eventgrid.VALIDATION_EVENT, "eventTime": "2024-01-01T00:00:00Z",
              "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6", "validationUrl": "https://example/validate"},
              "dataVersion": "1", "metadataVersion": "1"}]
     response = client.post(f"/eventgrid?key={SECRET}", json=body, headers={"aeg-event-type": "SubscriptionValidation"})
@@ -332,7 +333,7 @@ def test_eventgrid_validation_handshake(client, emitter):
 
 
 def test_eventgrid_validation_needs_the_key(client):
-    body = [{"id": "v1", "eventType": webhooks.VALIDATION_EVENT, "data": {"validationCode": "c"}}]
+    body = [{"id": "v1", "eventType": eventgrid.VALIDATION_EVENT, "data": {"validationCode": "c"}}]
     assert client.post("/eventgrid", json=body).status_code == 401
     assert client.post("/eventgrid?key=wrong", json=body).status_code == 401
 
@@ -450,12 +451,12 @@ def test_malformed_eventgrid_body_is_400(client):
 # --- the delivery log ---
 
 def _claim_in_process(path: str, key: str, out) -> None:
-    out.put(webhooks.DeliveryLog(path).claim(key))
+    out.put(DeliveryLog(path).claim(key))
 
 
 def test_delivery_log_claims_once_across_processes(tmp_path):
     path = str(tmp_path / "d.sqlite")
-    webhooks.DeliveryLog(path)
+    DeliveryLog(path)
     queue = multiprocessing.get_context("fork").Queue()
     procs = [multiprocessing.get_context("fork").Process(target=_claim_in_process, args=(path, "k", queue)) for _ in range(6)]
     for p in procs:
@@ -467,7 +468,7 @@ def test_delivery_log_claims_once_across_processes(tmp_path):
 
 
 def test_delivery_log_is_bounded(tmp_path):
-    log = webhooks.DeliveryLog(tmp_path / "d.sqlite", keep=5)
+    log = DeliveryLog(tmp_path / "d.sqlite", keep=5)
     for i in range(20):
         assert log.claim(f"k{i}") == "new"
         log.confirm(f"k{i}")
@@ -479,7 +480,7 @@ def test_delivery_log_is_bounded(tmp_path):
 
 
 def test_stale_pending_claim_can_be_taken_again(tmp_path):
-    log = webhooks.DeliveryLog(tmp_path / "d.sqlite", stale=0.0)
+    log = DeliveryLog(tmp_path / "d.sqlite", stale=0.0)
     assert log.claim("k") == "new"
     assert log.claim("k") == "new"  # the first claimer died before confirming
 
@@ -524,7 +525,7 @@ def test_unexpected_resolver_error_is_503_and_retry_counts(client, emitter, reso
 
 
 def test_eventgrid_event_in_progress_elsewhere_is_503(client, emitter, tmp_path):
-    webhooks.DeliveryLog(tmp_path / "deliveries.sqlite").claim("eventgrid:eg-5")  # another worker holds it
+    DeliveryLog(tmp_path / "deliveries.sqlite").claim("eventgrid:eg-5")  # another worker holds it
     response = client.post(f"/eventgrid?key={SECRET}", json=[blob_created("models/x/3/manifest.json", event_id="eg-5")])
     assert response.status_code == 503 and emitter.events == []
 

@@ -1,0 +1,132 @@
+"""Azure Event Grid into the receiver: a model version's manifest written to Blob Storage becomes
+`aiship.model.registered`.
+
+POST|OPTIONS /eventgrid takes the Event Grid schema (with the subscription-validation handshake)
+and CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by the shared key
+in `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
+in the model container counts; sha256, uri and publisher are read from the model store, never
+from the event (an event's URL is not fetched).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from flows import events as aiship_events
+from flows.errors import ModelStoreError
+from flows.retry import is_transient
+from flows.webhooks import _answer, _emit, _event, _log, _secret, key_ok
+
+eventgrid_blueprint = Blueprint("eventgrid", __name__)
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+# /blobServices/default/containers/<container>/blobs/models/<name>/<version>/manifest.json
+MANIFEST_SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/models/(?P<name>[a-z0-9][a-z0-9-]{0,61}[a-z0-9]?)/(?P<version>[1-9][0-9]{0,8})/manifest\.json$")
+
+
+def manifest_blob(subject: str, container: str) -> tuple[str, int] | None:
+    """(name, version) when `subject` is a manifest under models/ in `container`, else None."""
+    m = MANIFEST_SUBJECT.match(subject or "")
+    if not m or m["container"] != container:
+        return None
+    return m["name"], int(m["version"])
+
+
+def _eventgrid_authorized() -> bool:
+    return key_ok(_secret(), request.args.get("key") or request.headers.get("aeg-sas-key"))
+
+
+@eventgrid_blueprint.route("/eventgrid", methods=["OPTIONS"], provide_automatic_options=False)
+def eventgrid_options() -> tuple[Response, int]:
+    """CloudEvents abuse protection: echo the origin to allow deliveries from it."""
+    if not _eventgrid_authorized():
+        return _answer(401, status="refused", reason="missing or wrong key")
+    origin = request.headers.get("WebHook-Request-Origin")
+    if not origin:
+        return _answer(400, status="invalid", reason="missing WebHook-Request-Origin")
+    response, code = _answer(200, status="allowed", origin=origin)
+    response.headers["WebHook-Allowed-Origin"] = origin
+    response.headers["WebHook-Allowed-Rate"] = "*"
+    response.headers["Allow"] = "POST, OPTIONS"
+    return response, code
+
+
+def _normalized(item: dict[str, Any]) -> dict[str, Any]:
+    """One event as {id, type, subject, data}, from the Event Grid or the CloudEvents schema."""
+    if "specversion" in item:
+        return {"id": item.get("id"), "type": item.get("type"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
+    return {"id": item.get("id"), "type": item.get("eventType"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
+
+
+@eventgrid_blueprint.route("/eventgrid", methods=["POST"], provide_automatic_options=False)
+def eventgrid() -> tuple[Response, int]:
+    request.get_data(cache=True)  # 413 before anything else
+    if not _eventgrid_authorized():
+        _log(logging.WARNING, "refused", reason="missing or wrong key")
+        return _answer(401, status="refused", reason="missing or wrong key")
+    try:
+        parsed = json.loads(request.get_data(cache=True))
+        items = [_normalized(i) for i in (parsed if isinstance(parsed, list) else [parsed])]
+    except (ValueError, AttributeError, TypeError) as exc:
+        return _answer(400, status="invalid", reason=f"not an Event Grid or CloudEvents body: {exc}")
+    for item in items:
+        if item["type"] == VALIDATION_EVENT:
+            _log(logging.INFO, "subscription validation", event_id=item["id"])
+            return _answer(200, validationResponse=(item["data"] or {}).get("validationCode"))
+    return _register_models(items)
+
+
+class _Retry(Exception):
+    """Raised inside `_register_models` when Event Grid should send the batch again (503)."""
+
+
+def _model_event(item: dict[str, Any], hooks: dict[str, Any], keys: list[str]) -> tuple[Any, str]:
+    """(event, '') for a manifest's BlobCreated, or (None, why it is ignored); claims its key into `keys`."""
+    found = manifest_blob(item["subject"], hooks["container"]) if item["type"] == BLOB_CREATED else None
+    if not found or not item["id"]:
+        return None, f"not a BlobCreated of models/<name>/<version>/manifest.json in container {hooks['container']}"
+    key = f"eventgrid:{item['id']}"
+    state = hooks["deliveries"].claim(key)
+    if state == "done":
+        return None, "duplicate"
+    if state == "pending":  # another worker has it right now; if it fails, this retry must still count
+        raise _Retry(f"event {item['id']} is being processed")
+    name, version = found
+    try:
+        model = hooks["resolve"](name, version)
+    except Exception as exc:
+        hooks["deliveries"].release(key)
+        if isinstance(exc, ModelStoreError) and not is_transient(exc):  # no such version, a broken manifest: an answer
+            return None, str(exc)
+        raise _Retry(f"could not read the manifest of {name} v{version}: {type(exc).__name__}: {exc}") from exc
+    keys.append(key)
+    return _event(aiship_events.model_registered(name=name, version=version, **model)), ""
+
+
+def _register_models(items: list[dict[str, Any]]) -> tuple[Response, int]:
+    hooks = current_app.extensions["aiship_webhooks"]
+    keys: list[str] = []
+    events, ignored = [], []
+    try:
+        for item in items:
+            event, why = _model_event(item, hooks, keys)
+            if event is None:
+                ignored.append({"id": item["id"], "reason": why})
+            else:
+                events.append(event)
+    except _Retry as exc:  # nothing of this batch is emitted; Event Grid sends it again
+        for key in keys:
+            hooks["deliveries"].release(key)
+        _log(logging.ERROR, "retry later", error=str(exc))
+        return _answer(503, status="error", reason=str(exc))
+    if events and (failed := _emit(keys, events)):
+        return failed
+    for event in events:
+        _log(logging.INFO, "emitted", event=event.event, event_id=str(event.id), resource=event.resource.id)
+    return _answer(200 if events else 202, status="emitted" if events else "ignored",
+                   emitted=[{"event": e.event, "resource": e.resource.id, "event_id": str(e.id)} for e in events], ignored=ignored)
