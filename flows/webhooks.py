@@ -6,9 +6,11 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
 
 - POST /github: `push` verified by X-Hub-Signature-256 (HMAC SHA-256 of the raw body), `ping`
   answered, other events ignored (202), and so is a push no app delivers: a repository no app's
-  `sources` claim, or a branch other than that app's (`flows.apps.push_target`); a replayed X-GitHub-Delivery is 200
-  `duplicate` (409 `in-progress` while another worker is still emitting it). Emission is synchronous: if the Prefect server does not take the event, 503 and
-  the delivery is not remembered, so a redelivery works.
+  `sources` claim, or a branch other than that app's (`flows.apps.push_target`). A replayed
+  X-GitHub-Delivery, or the same signed body under a new id, is 200 `duplicate` (409
+  `in-progress` while another worker is still emitting it). Emission is synchronous: if the
+  Prefect server does not take the event, 503 and the delivery is not remembered, so a
+  redelivery works.
 - POST /azure-repos: an Azure DevOps service hook's `git.push` (`flows/azure_repos.py`).
 - POST|OPTIONS /eventgrid (`flows/eventgrid.py`): Event Grid schema (with the subscription-validation handshake) and
   CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
@@ -253,18 +255,30 @@ def github() -> tuple[Response, int]:
         return _answer(202, status="ignored", reason=f"{ref} was deleted")
     if why := not_delivered(repo, ref):
         return _answer(202, status="ignored", reason=why)
-    return deliver_push("github", repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
+    return deliver_push("github", body, repo=repo, ref=ref, sha=sha, pusher=pusher, delivery_id=delivery)
 
 
-def deliver_push(source: str, **fields: str) -> tuple[Response, int]:
-    """Emits `aiship.git.pushed` once per delivery id of `source` (a redelivery answers `duplicate`)."""
-    key = f"{source}:{fields['delivery_id']}"
-    state = current_app.extensions["aiship_webhooks"]["deliveries"].claim(key)
-    if state != "new":
-        _log(logging.INFO, "duplicate", delivery_id=fields["delivery_id"], state=state)
-        return _answer(200 if state == "done" else 409, status="duplicate" if state == "done" else "in-progress")
+def deliver_push(source: str, body: bytes | None = None, **fields: str) -> tuple[Response, int]:
+    """Emits `aiship.git.pushed` once per delivery id of `source` (a redelivery answers `duplicate`),
+    and, when the sender signs the `body`, once per body: GitHub signs the body but not the delivery
+    id, so a captured push sent again under a new id is a replay, not a new push."""
+    deliveries = current_app.extensions["aiship_webhooks"]["deliveries"]
+    keys = [f"{source}:{fields['delivery_id']}"]
+    if body is not None:
+        keys.append(f"{source}-body:{hashlib.sha256(body).hexdigest()}")
+    for claimed, key in enumerate(keys):
+        state = deliveries.claim(key)
+        if state == "new":
+            continue
+        for earlier in keys[:claimed]:
+            # this id delivered the same signed body as an earlier one: it is done too; else let it retry
+            (deliveries.confirm if state == "done" else deliveries.release)(earlier)
+        same_body = "the same signed body came before under another delivery id; " if claimed else ""
+        _log(logging.INFO, "duplicate", delivery_id=fields["delivery_id"], state=state, replay=bool(claimed))
+        return _answer(200 if state == "done" else 409, status="duplicate" if state == "done" else "in-progress",
+                       **({"reason": same_body + "nothing is delivered again"} if claimed else {}))
     event = _event(aiship_events.git_pushed(**fields))
-    if failed := _emit([key], [event]):
+    if failed := _emit(keys, [event]):
         return failed
     _log(logging.INFO, "emitted", event=event.event, event_id=str(event.id), **fields)
     return _answer(200, status="emitted", event=event.event, event_id=str(event.id), sha=fields["sha"])

@@ -236,6 +236,18 @@ def test_replayed_delivery_is_a_duplicate(client, emitter):
     assert len(emitter.events) == 1
 
 
+def test_a_signed_body_sent_again_under_a_new_delivery_id_is_not_delivered_again(client, emitter):
+    body = push_body()
+    assert post_github(client, body, delivery="original").json["status"] == "emitted"
+    replay = post_github(client, body, delivery="captured-and-renamed")
+    assert replay.status_code == 200 and replay.json["status"] == "duplicate"
+    assert "the same signed body came before under another delivery id" in replay.json["reason"]
+    assert post_github(client, body, delivery="captured-and-renamed").json == {"status": "duplicate"}  # and stays so
+    assert len(emitter.events) == 1
+    # a new push (another commit) under a new id is delivered as ever
+    assert post_github(client, push_body(sha="c" * 40), delivery="next").json["status"] == "emitted"
+
+
 def test_replay_is_remembered_across_app_instances(tmp_path, emitter):
     # Two gunicorn workers are two create_app() calls sharing the state folder's database.
     config = {"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(), "DELIVERY_DB": tmp_path / "d.sqlite",
