@@ -39,3 +39,11 @@ def test_templates_and_default_dockerfile_ship_inside_the_package():
     for name in ("deployment.yaml", "service.yaml", "namespace.yaml"):
         assert (package / "deployments" / name).is_file(), name
     assert "FROM" in (package / "resources" / "Dockerfile.wsgi").read_text()
+
+
+def test_a_releases_labels_and_annotations_are_spelt_in_one_module_only():
+    import re
+
+    keys = re.compile(r"io\.aiship\.model\.|org\.opencontainers\.image\.|io\.aiship/(app|git-sha|model-|digest|serve)\b")
+    spelt = sorted(str(p.relative_to(FLOWS)) for p in FLOWS.rglob("*.py") if keys.search(p.read_text()))
+    assert spelt == ["release.py"], "label and annotation keys belong to flows/release.py; import them from there"
