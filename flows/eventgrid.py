@@ -57,10 +57,16 @@ def eventgrid_options() -> tuple[Response, int]:
 
 
 def _normalized(item: dict[str, Any]) -> dict[str, Any]:
-    """One event as {id, type, subject, data}, from the Event Grid or the CloudEvents schema."""
-    if "specversion" in item:
-        return {"id": item.get("id"), "type": item.get("type"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
-    return {"id": item.get("id"), "type": item.get("eventType"), "subject": item.get("subject", ""), "data": item.get("data") or {}}
+    """One event as {id, type, subject, data}, from the Event Grid or the CloudEvents schema; a field
+    of the wrong type raises TypeError (the caller answers 400)."""
+    type_key = "type" if "specversion" in item else "eventType"
+    event = {"id": item.get("id"), "type": item.get(type_key), "subject": item.get("subject") or "", "data": item.get("data") or {}}
+    for key in ("id", "type", "subject"):
+        if event[key] is not None and not isinstance(event[key], str):
+            raise TypeError(f"{type_key if key == 'type' else key} must be a string, got {type(event[key]).__name__}")
+    if not isinstance(event["data"], dict):
+        raise TypeError(f"data must be an object, got {type(event['data']).__name__}")
+    return event
 
 
 @eventgrid_blueprint.route("/eventgrid", methods=["POST"], provide_automatic_options=False)
@@ -112,8 +118,13 @@ def _register_models(items: list[dict[str, Any]]) -> tuple[Response, int]:
     hooks = current_app.extensions["aiship_webhooks"]
     keys: list[str] = []
     events, ignored = [], []
+    seen: set[str] = set()
     try:
         for item in items:
+            if item["id"] and item["id"] in seen:  # the same event twice in one batch counts once
+                ignored.append({"id": item["id"], "reason": "duplicate in this batch"})
+                continue
+            seen.add(item["id"] or "")
             event, why = _model_event(item, hooks, keys)
             if event is None:
                 ignored.append({"id": item["id"], "reason": why})

@@ -460,6 +460,21 @@ def test_malformed_eventgrid_body_is_400(client):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("field, value", [("subject", 5), ("id", ["a"]), ("eventType", {"x": 1}), ("data", "text"), ("subject", True)])
+def test_an_eventgrid_field_of_the_wrong_type_is_400_never_500(client, emitter, field, value):
+    event = blob_created("models/iris/1/manifest.json") | {field: value}
+    response = client.post(f"/eventgrid?key={SECRET}", json=[event])
+    assert response.status_code == 400 and response.json["status"] == "invalid", response.json
+    assert emitter.events == []
+
+
+def test_the_same_event_twice_in_one_batch_registers_once(client, emitter, resolver):
+    event = blob_created("models/iris/4/manifest.json", event_id="eg-twice")
+    response = client.post(f"/eventgrid?key={SECRET}", json=[event, event])
+    assert response.status_code == 200, response.json
+    assert len(emitter.events) == 1 and response.json["ignored"] == [{"id": "eg-twice", "reason": "duplicate in this batch"}]
+
+
 # --- the delivery log ---
 
 def _claim_in_process(path: str, key: str, out) -> None:
