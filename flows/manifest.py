@@ -23,6 +23,8 @@ MANIFEST_FILE = "manifest.json"
 
 # DNS-label-like: it appears in blob paths, Kubernetes labels and the event resource id
 # `aiship.model.<name>.<version>`, where a dot would make the id ambiguous.
+PLAIN_FILE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest holds a golden set of a few rows: anything this big is not one
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -132,6 +134,15 @@ class ModelManifest(ModelCard):
             raise ValueError(f"invalid model name {value!r}")
         return value
 
+    @field_validator("file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        # The file is read from, and written to, the version's own folder: never a path out of it.
+        if not PLAIN_FILE.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"file must be a file name in the version's folder such as {MODEL_FILE!r} "
+                             f"(no '/', '\\' or '..'), got {value!r}")
+        return value
+
     def to_json(self) -> str:
         """The manifest as the JSON text stored next to the model."""
         return self.model_dump_json(indent=2) + "\n"
@@ -148,7 +159,10 @@ def read_card(path: Path) -> ModelCard:
 
 
 def parse_manifest(data: bytes | str, where: str) -> ModelManifest:
-    """Parses a stored manifest; `where` names the object in the error."""
+    """Parses a stored manifest, refusing one over MAX_MANIFEST_BYTES unread; `where` names the object in the error."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ModelStoreError(f"{where} is {len(data):,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may be; "
+                              "it was not parsed: re-publish the model")
     try:
         return ModelManifest.model_validate_json(data)
     except ValidationError as exc:

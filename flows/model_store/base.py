@@ -213,6 +213,9 @@ class BaseModelStore(ABC):
         key = key_of(name, chosen, MANIFEST_FILE)
         data = self._call(f"read {self._uri(key)}", lambda: self._get_bytes(key))
         manifest = parse_manifest(data, self._uri(key))
+        if (manifest.name, manifest.version) != (name, chosen):
+            raise ModelStoreError(f"{self._uri(key)} claims to be {manifest.name} v{manifest.version}, not {name} "
+                                  f"v{chosen} whose key it is stored under; refusing it: re-publish {name}")
         return self._ref(manifest)
 
     def _ref(self, manifest: ModelManifest) -> ModelRef:

@@ -72,6 +72,36 @@ def test_manifest_store_fields_are_checked(field, value):
         ModelManifest(**CARD, **{**STORE_FIELDS, field: value})
 
 
+@pytest.mark.parametrize("file", ["../../../etc/passwd", "/tmp/model.skops", "sub/model.skops", "..", "a\\b", ""])
+def test_a_manifests_file_is_a_plain_name_in_its_version_folder(file):
+    with pytest.raises(ValidationError, match="file must be a file name in the version's folder"):
+        ModelManifest(**CARD, **{**STORE_FIELDS, "file": file})
+
+
+def test_a_manifest_over_one_mib_is_refused_unparsed():
+    from flows.errors import ModelStoreError
+    from flows.manifest import parse_manifest
+
+    with pytest.raises(ModelStoreError, match=r"models/x/1/manifest.json is 1,048,577 bytes, over the 1,048,576"):
+        parse_manifest(b" " * (1 << 20) + b"{", "models/x/1/manifest.json")
+
+
+def test_a_manifest_stored_under_another_models_key_is_refused(tmp_path):
+    import json
+
+    from flows.errors import ModelStoreError
+    from flows.model_store import LocalModelStore
+    from tests.fixtures.models import good_model
+
+    store = LocalModelStore(tmp_path / "store")
+    ref = store.publish(good_model(tmp_path / "m"), "iris")
+    impostor = tmp_path / "store" / "models" / "x" / "3"
+    impostor.mkdir(parents=True)
+    (impostor / "manifest.json").write_text(json.dumps({**json.loads(ref.manifest.to_json()), "name": "iris", "version": 99}))
+    with pytest.raises(ModelStoreError, match=r"claims to be iris v99, not x v3 whose key it is stored under"):
+        store.resolve("x", 3)
+
+
 @pytest.mark.parametrize("name", ["a", "breast-cancer", "m1", "x" * 63])
 def test_valid_names(name):
     assert validate_model_name(name) == name
