@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.errors import AishipError
+from flows.errors import AishipError, MalformedManifestError
 from flows.settings import Settings
 
 from flows.cli_app import apps_app, approve_command, config_app, history_command, init_command, promote_command, rollback_command
@@ -143,18 +143,26 @@ def model_list(name: Annotated[str, typer.Argument(help="Model name.")], store: 
     """List the published versions of NAME, oldest first."""
     from flows.model_store import get_store
 
+    refs, broken = [], []
     try:
         model_store = get_store(Settings(), store)
-        versions = model_store.versions(name)
-        refs = [model_store.resolve(name, v) for v in versions]
+        for version in model_store.versions(name):
+            try:
+                refs.append(model_store.resolve(name, version))
+            except MalformedManifestError as exc:  # listed as broken; the other versions still show
+                broken.append((version, exc))
     except AishipError as exc:
         fail(exc)
-    if not refs:
+    for version, exc in broken:
+        typer.echo(f"{version}	broken: {exc}", err=True)
+    if not refs and not broken:
         typer.echo(f"model {name!r} has no published version; publish one with `aiship model publish DIR --name {name}`")
         return
     for ref in refs:
         m = ref.manifest
         typer.echo(f"{ref.version}\tsha256:{ref.sha256}\t{ref.size}\t{m.published_at.isoformat()}\t{m.publisher}")
+    if broken:
+        raise typer.Exit(1)
 
 
 @model_app.command("show")

@@ -25,6 +25,10 @@ class ModelNotFoundError(ModelStoreError):
     """Raised when a model name or version is not published in the store."""
 
 
+class MalformedManifestError(ModelStoreError):
+    """Raised when a stored manifest is not valid, too large, or names another model or version than its key."""
+
+
 class ModelIntegrityError(AishipError):
     """Raised when a model file's size or sha256 differs from its manifest, or its content is unsafe."""
 

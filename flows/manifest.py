@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flows.errors import ModelStoreError
+from flows.errors import MalformedManifestError, ModelStoreError
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "model.json"
@@ -161,12 +161,12 @@ def read_card(path: Path) -> ModelCard:
 def parse_manifest(data: bytes | str, where: str) -> ModelManifest:
     """Parses a stored manifest, refusing one over MAX_MANIFEST_BYTES unread; `where` names the object in the error."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ModelStoreError(f"{where} is {len(data):,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may be; "
+        raise MalformedManifestError(f"{where} is {len(data):,} bytes, over the {MAX_MANIFEST_BYTES:,} a manifest may be; "
                               "it was not parsed: re-publish the model")
     try:
         return ModelManifest.model_validate_json(data)
     except ValidationError as exc:
-        raise ModelStoreError(f"{where} is not a valid manifest: {exc}; re-publish the model") from exc
+        raise MalformedManifestError(f"{where} is not a valid manifest: {exc}; re-publish the model") from exc
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:

@@ -3,11 +3,16 @@ and emits `aiship.model.registered` once for each, remembering the highest seen 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import flow, get_run_logger, task
 from prefect.variables import Variable
 
+from flows.errors import MalformedManifestError
 from flows.events import emit_model_registered
+from flows.manifest import NAME_PATTERN
 from flows.model_store import get_store
+from flows.model_store.base import ModelRef, ModelStore
 from flows.retry import backoff_delays, retry_condition
 from flows.settings import Settings
 
@@ -37,7 +42,34 @@ def to_announce(published: dict[str, list[int]], seen: dict[str, int] | None) ->
 def list_published(settings: Settings) -> dict[str, list[int]]:
     """Every model in the store with its published versions."""
     store = get_store(settings)
-    return {name: store.versions(name) for name in store.names()}
+    names = store.names()
+    for name in names:
+        if not NAME_PATTERN.fullmatch(name):
+            get_run_logger().warning("skipping models/%s/ in the store: %r is not a valid model name", name, name)
+    return {name: store.versions(name) for name in names if NAME_PATTERN.fullmatch(name)}
+
+
+def announce_versions(store: ModelStore, announce: dict[str, list[int]], memory: dict[str, int],
+                      emit: Callable[[ModelRef], object], remember: Callable[[dict[str, int]], object]
+                      ) -> tuple[dict[str, list[int]], list[str]]:
+    """Emits each version of `announce`, remembering after each; a malformed manifest is skipped
+    (and remembered, so it is reported once), never stopping the other models.
+
+    Returns:
+        The versions announced by model name, and one line per version skipped, saying why.
+    """
+    announced: dict[str, list[int]] = {}
+    skipped: list[str] = []
+    for name, versions in announce.items():
+        for version in versions:
+            try:
+                emit(store.resolve(name, version))
+                announced.setdefault(name, []).append(version)
+            except MalformedManifestError as exc:
+                skipped.append(f"{name} v{version}: {exc}")
+            memory[name] = max(memory.get(name, 0), version)
+            remember(memory)  # after each version: a crash re-announces nothing
+    return announced, skipped
 
 
 @flow(name="watch-models")
@@ -52,14 +84,19 @@ def watch_models() -> dict[str, list[int]]:
     key = variable_name(settings.model_store)
     seen = Variable.get(key, default=None)
     announce = to_announce(list_published(settings), seen)
-    store = get_store(settings)
     memory = dict(seen or {})
-    for name, versions in announce.items():
-        for version in versions:
-            emit_model_registered(store.resolve(name, version))
-            log.info("announced %s v%s", name, version)
-            memory[name] = max(memory.get(name, 0), version)
-            Variable.set(key, memory, overwrite=True)  # after each event: a crash re-announces nothing
+    announced, skipped = announce_versions(get_store(settings), announce, memory, emit_model_registered,
+                                           lambda m: Variable.set(key, m, overwrite=True))
+    for name, versions in announced.items():
+        log.info("announced %s v%s", name, ", v".join(map(str, versions)))
+    if skipped:
+        from prefect.artifacts import create_markdown_artifact
+
+        for line in skipped:
+            log.error("skipped %s", line)
+        create_markdown_artifact(key="watch-models-skipped", description="Versions watch-models could not announce",
+                                 markdown="**Skipped** (reported once; re-publish them):\n\n" +
+                                          "\n".join(f"- {line}" for line in skipped))
     if seen is None and not announce:
         Variable.set(key, memory, overwrite=True)
-    return announce
+    return announced

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from flows.errors import ModelIntegrityError, ModelNotFoundError, ModelStoreError
+from flows.errors import MalformedManifestError, ModelIntegrityError, ModelNotFoundError, ModelStoreError
 from flows.release import ModelId
 from flows.manifest import (
     CARD_FILE, MANIFEST_FILE, MODEL_FILE, ModelManifest, parse_manifest, read_card, sha256_file,
@@ -214,7 +214,7 @@ class BaseModelStore(ABC):
         data = self._call(f"read {self._uri(key)}", lambda: self._get_bytes(key))
         manifest = parse_manifest(data, self._uri(key))
         if (manifest.name, manifest.version) != (name, chosen):
-            raise ModelStoreError(f"{self._uri(key)} claims to be {manifest.name} v{manifest.version}, not {name} "
+            raise MalformedManifestError(f"{self._uri(key)} claims to be {manifest.name} v{manifest.version}, not {name} "
                                   f"v{chosen} whose key it is stored under; refusing it: re-publish {name}")
         return self._ref(manifest)
 

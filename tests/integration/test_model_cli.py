@@ -93,6 +93,19 @@ def test_list_and_show(trained, local_env):
     assert json.loads(pinned.stdout)["golden_set"] == json.loads((trained / "model.json").read_text())["golden_set"]
 
 
+def test_list_shows_a_broken_version_as_broken_and_the_others_as_ever(trained, local_env, tmp_path):
+    name = f"aiship-tests-cli-{uuid.uuid4().hex[:10]}"
+    offline = {**local_env, "PREFECT_API_URL": ""}
+    assert run("publish", str(trained), "--name", name, env_extra=offline).returncode == 0
+    broken = tmp_path / "store" / "models" / name / "2"  # written by hand, not by publish
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"name": "%s", "version": 2, "file": "../../../etc/passwd"}' % name)
+    listed = run("list", name, env_extra=offline)
+    assert listed.returncode == 1
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["1"]
+    assert listed.stderr.startswith("2\tbroken: ") and "is not a valid manifest" in listed.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["show", "nope-model:9"], "error: model 'nope-model' has no published version"),
     (["show", "x:abc"], "error: version in 'x:abc' must be a positive integer"),

@@ -101,3 +101,22 @@ def test_parts_are_known_and_ordered():
     assert check_parts(["kubernetes", "docker"]) == ["docker", "kubernetes"]
     with pytest.raises(PlatformError, match="unknown part 'dockr'.*docker"):
         check_parts(["dockr"])
+
+
+def test_a_malformed_manifest_is_skipped_once_and_never_stops_the_other_models(tmp_path):
+    from flows.model_store import LocalModelStore
+    from flows.watch import announce_versions
+    from tests.fixtures.models import good_model
+
+    store = LocalModelStore(tmp_path / "store")
+    store.publish(good_model(tmp_path / "a"), "iris")
+    store.publish(good_model(tmp_path / "b"), "digits")
+    broken = tmp_path / "store" / "models" / "digits" / "2"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"name": "digits", "version": 2, "written": "by hand"}')
+    emitted, remembered = [], []
+    announced, skipped = announce_versions(store, {"digits": [1, 2], "iris": [1]}, {}, emitted.append,
+                                           lambda memory: remembered.append(dict(memory)))
+    assert announced == {"digits": [1], "iris": [1]} and [(r.name, r.version) for r in emitted] == [("digits", 1), ("iris", 1)]
+    assert len(skipped) == 1 and skipped[0].startswith("digits v2: ") and "is not a valid manifest" in skipped[0]
+    assert remembered[-1] == {"digits": 2, "iris": 1}  # remembered: the next watch does not report it again
