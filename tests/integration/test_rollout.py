@@ -65,7 +65,7 @@ DOCKERFILE = """FROM aiship/base:bookworm-py311
 ARG MARK
 ENV MARK=$MARK
 COPY server.py /srv/server.py
-USER 65534
+USER {user}
 EXPOSE 8080
 CMD ["python3", "/srv/server.py"]
 """
@@ -104,11 +104,11 @@ def registry(registry_credentials) -> dict:
             "password": registry_credentials.password.get_secret_value()}
 
 
-def build_and_push(docker_client, registry: dict, mark: str) -> str:
-    """Builds the tiny server image with MARK=`mark`, pushes it, and returns `repo@sha256:…` from the push stream."""
+def build_and_push(docker_client, registry: dict, mark: str, user: str = "65534") -> str:
+    """Builds the tiny server image with MARK=`mark` running as `user`, pushes it, and returns `repo@sha256:…`."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in (("Dockerfile", DOCKERFILE), ("server.py", SERVER)):
+        for name, text in (("Dockerfile", DOCKERFILE.format(user=user)), ("server.py", SERVER)):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -253,6 +253,16 @@ def test_a_digest_that_does_not_exist_is_undone_and_the_previous_one_keeps_servi
     assert missing in rs_images
     assert missing.rsplit("@", 1)[1] not in envs.previous_digests(api_client, env, settings.app_name)
     print(f"\nImagePullBackOff detected and undone in {seconds:.1f} s")
+
+
+def test_an_image_that_runs_as_root_never_starts_and_is_undone(api_client, serving_env, settings, docker_client, registry):
+    env, (_, second) = serving_env
+    root = build_and_push(docker_client, registry, "root", user="0")  # as a commit that drops USER would build
+    with pytest.raises(RolloutError) as caught:
+        roll_out_release(api_client, release(root, 4), env, settings)
+    assert caught.value.reason == "CreateContainerConfigError", str(caught.value)
+    assert "runAsNonRoot" in caught.value.details + caught.value.message, caught.value.details
+    assert f"restored {second.digest}" in caught.value.message and version_at(env)["mark"] == "v2"
 
 
 def test_the_same_digest_again_changes_nothing(api_client, serving_env, images, settings):

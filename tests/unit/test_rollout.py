@@ -123,6 +123,12 @@ def test_a_release_asking_past_the_environments_ceilings_is_refused_before_anyth
         "resources.memory_limit 3Gi (at most 2Gi)"]
 
 
+def test_pods_run_as_non_root_without_capabilities(settings):
+    pod = render_manifests(release(), ENV, settings, "t").deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def test_service_answers_on_the_environments_node_port(settings):
     m = render_manifests(release(), ENV, settings, "t")
     port = m.service["spec"]["ports"][0]
