@@ -82,7 +82,7 @@ def test_push_to_another_branch_is_ignored(bare, tmp_path):
     bare_repo, name, _ = bare
     sha = clone_and_commit(bare_repo, tmp_path / "work")
     pushed = run("git", "push", "origin", "HEAD:feature", cwd=tmp_path / "work")
-    assert "202" in pushed.stderr and "does not match" in pushed.stderr, pushed.stderr
+    assert "202" in pushed.stderr and "refs/heads/feature is not the branch of app" in pushed.stderr, pushed.stderr
     run("git", "commit", "-q", "--allow-empty", "-m", "marker", cwd=tmp_path / "work")
     marker = run("git", "rev-parse", "HEAD", cwd=tmp_path / "work").stdout.strip()
     run("git", "push", "origin", "HEAD:main", cwd=tmp_path / "work")
