@@ -17,6 +17,7 @@ from flows.errors import ModelNotFoundError, ModelStoreError, PlatformError
 from flows.settings import Environment
 
 SECRET = "unit-test-secret"
+AZURE_REPOS_SECRET = "unit-test-azure-repos-secret"  # given, so that no test reads a Secret block from Prefect
 SHA = "3f2a" + "0" * 36
 MODEL_SHA = "ab" * 32
 
@@ -68,7 +69,7 @@ SHOP = registration("shop", ["acme/shop"])
 @pytest.fixture
 def client(tmp_path, emitter, resolver):
     app = webhooks.create_app({
-        "WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": resolver,
+        "WEBHOOK_SECRET": SECRET, "AZURE_REPOS_SECRET": AZURE_REPOS_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": resolver,
         "DELIVERY_DB": tmp_path / "deliveries.sqlite", "MAX_CONTENT_LENGTH": 64 * 1024,
         "AZURE_CONTAINER": "models", "APPS": [SHOP],
     })
@@ -170,7 +171,7 @@ def test_other_branches_are_ignored(client, emitter, ref):
 
 def test_a_push_delivers_only_the_app_that_claims_its_repository_and_only_on_that_apps_branch(tmp_path, emitter):
     apps = [SHOP, registration("regressor", ["acme/regressor", "acme/ml-*"], branch="release/2", node_port=16181)]
-    app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+    app = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "AZURE_REPOS_SECRET": AZURE_REPOS_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
                                "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": apps})
     client = app.test_client()
     sent = {(repo, ref): post_github(client, push_body(ref=ref, repository={"full_name": repo}))
@@ -193,7 +194,7 @@ def test_registrations_that_cannot_be_read_are_503_and_the_push_is_not_remembere
             raise PlatformError("cannot read the registered apps: the Prefect API does not answer (ConnectError)")
         return [SHOP]
 
-    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "AZURE_REPOS_SECRET": AZURE_REPOS_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
                                   "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": read_apps}).test_client()
     failed = post_github(client, push_body(), delivery="later")
     assert failed.status_code == 503 and "Prefect API does not answer" in failed.json["reason"] and emitter.events == []
@@ -205,7 +206,7 @@ def test_an_app_registered_seconds_ago_is_found_on_a_second_look(tmp_path, emitt
     registered = [SHOP]
     reads = []
     apps = webhooks.Registrations(lambda: reads.append(1) or list(registered), ttl=3600)
-    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+    client = webhooks.create_app({"WEBHOOK_SECRET": SECRET, "AZURE_REPOS_SECRET": AZURE_REPOS_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
                                   "DELIVERY_DB": tmp_path / "d.sqlite", "APPS": apps}).test_client()
     assert post_github(client, push_body()).status_code == 200
     registered.append(registration("regressor", ["acme/regressor"], node_port=16181))
@@ -250,7 +251,7 @@ def test_a_signed_body_sent_again_under_a_new_delivery_id_is_not_delivered_again
 
 def test_replay_is_remembered_across_app_instances(tmp_path, emitter):
     # Two gunicorn workers are two create_app() calls sharing the state folder's database.
-    config = {"WEBHOOK_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(), "DELIVERY_DB": tmp_path / "d.sqlite",
+    config = {"WEBHOOK_SECRET": SECRET, "AZURE_REPOS_SECRET": AZURE_REPOS_SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(), "DELIVERY_DB": tmp_path / "d.sqlite",
               "APPS": [SHOP]}
     body = push_body()
     assert post_github(webhooks.create_app(dict(config)).test_client(), body, delivery="x").json["status"] == "emitted"
