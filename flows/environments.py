@@ -45,11 +45,11 @@ class ServingVersion:
         return self.release.digest
 
 
-def release_of(template: dict[str, Any], app_name: str) -> PinnedRelease | None:
-    """The release a pod template runs, or None when its image is not pinned by digest (changed outside aiship)."""
-    image = app_image(template)
+def release_of(annotations: dict[str, str] | None, image: str, app_name: str) -> PinnedRelease | None:
+    """The release `annotations` and `image` describe, or None when the image is not pinned by digest
+    (changed outside aiship)."""
     try:
-        return PinnedRelease.from_annotations((template.get("metadata") or {}).get("annotations"), image, app_name)
+        return PinnedRelease.from_annotations(annotations, image, app_name)
     except RolloutError as exc:
         if exc.reason != "ImageNotPinned":
             raise  # a bad annotation says so ("deliver the app again"); it is not "nothing serves"
@@ -57,6 +57,11 @@ def release_of(template: dict[str, Any], app_name: str) -> PinnedRelease | None:
             "the %s pod template runs %s, not pinned by digest: it was changed outside aiship, and aiship "
             "reads it as nothing it delivered", app_name, image)
         return None
+
+
+def template_release(template: dict[str, Any], app_name: str) -> PinnedRelease | None:
+    """The release a pod template (of a ReplicaSet) runs; see `release_of`."""
+    return release_of((template.get("metadata") or {}).get("annotations"), app_image(template), app_name)
 
 
 def app_image(template: dict[str, Any]) -> str:
@@ -125,7 +130,7 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
         return None
     # The Deployment carries the pod template's annotations too, and its deployed-at besides.
     meta = deployment["metadata"].get("annotations") or {}
-    release = release_of({"metadata": {"annotations": meta}, "spec": deployment["spec"]["template"]["spec"]}, app_name)
+    release = release_of(meta, app_image(deployment["spec"]["template"]), app_name)
     if release is None:
         return None
     ready = (deployment.get("status") or {}).get("readyReplicas", 0)
@@ -152,7 +157,7 @@ def previous_releases(api_client, environment: Environment, app_name: str) -> li
         meta = rs["metadata"].get("annotations") or {}
         if meta.get(FAILED_REVISION) and meta.get(FAILED_REVISION) == meta.get(REVISION):
             continue  # a rollout that failed and was undone: it never served
-        release = release_of(rs["spec"]["template"], app_name)
+        release = template_release(rs["spec"]["template"], app_name)
         if release is None or release.digest in seen:
             continue
         seen.add(release.digest)
@@ -243,7 +248,7 @@ def history(api_client, environment: Environment, app_name: str) -> list[History
     entries = []
     for rs in replica_sets(api_client, environment.namespace, app_name):
         meta = rs["metadata"].get("annotations") or {}
-        release = release_of(rs["spec"]["template"], app_name)
+        release = template_release(rs["spec"]["template"], app_name)
         if release is None:
             continue
         failed = bool(meta.get(FAILED_REVISION)) and meta.get(FAILED_REVISION) == meta.get(REVISION)

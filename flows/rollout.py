@@ -15,8 +15,8 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Literal
 
 from importlib.resources import files
@@ -97,13 +97,13 @@ class Previous:
     @cached_property
     def release(self) -> PinnedRelease | None:
         """The release that served before (None when its image was not pinned: changed outside aiship)."""
-        template = {"metadata": {"annotations": self.annotations}, "spec": self.template.get("spec", {})}
-        return envs.release_of(template, self.annotations.get(APP, "the app"))
+        return envs.release_of(self.annotations, app_image(self.template), self.annotations.get(APP, "the app"))
 
     @property
     def digest(self) -> str:
         """The digest of the image that served before."""
         return self.release.digest if self.release else app_image(self.template)
+
 
 def render_manifests(release: PinnedRelease, environment: Environment, settings: Settings, deployed_at: str) -> Manifests:
     """Renders namespace, Service and Deployment for `release` in `environment` from the packaged templates."""

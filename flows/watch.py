@@ -42,11 +42,13 @@ def to_announce(published: dict[str, list[int]], seen: dict[str, int] | None) ->
 def list_published(settings: Settings) -> dict[str, list[int]]:
     """Every model in the store with its published versions."""
     store = get_store(settings)
-    names = store.names()
-    for name in names:
-        if not NAME_PATTERN.fullmatch(name):
+    published = {}
+    for name in store.names():
+        if NAME_PATTERN.fullmatch(name):
+            published[name] = store.versions(name)
+        else:
             get_run_logger().warning("skipping models/%s/ in the store: %r is not a valid model name", name, name)
-    return {name: store.versions(name) for name in names if NAME_PATTERN.fullmatch(name)}
+    return published
 
 
 def announce_versions(store: ModelStore, announce: dict[str, list[int]], memory: dict[str, int],

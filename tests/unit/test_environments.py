@@ -7,7 +7,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from flows import environments as envs
-from flows.environments import release_of, serving, serving_markdown, status_lines
+from flows.environments import serving, serving_markdown, status_lines, template_release
 from flows.errors import ConfigurationError, RolloutError
 from flows.release import ModelId, Release
 from flows.settings import Environment, Settings
@@ -67,7 +67,7 @@ API = client.ApiClient()
 def test_a_pod_template_not_pinned_by_digest_is_no_release_of_aiship(caplog):
     changed = {"metadata": {"annotations": annotations(D1, 1)},
                "spec": {"containers": [{"name": "app", "image": f"{REPO}:latest"}]}}
-    assert release_of(changed, "aiship-app") is None
+    assert template_release(changed, "aiship-app") is None
     assert f"runs {REPO}:latest, not pinned by digest" in caplog.text
 
 

@@ -45,12 +45,12 @@ def test_a_pinned_release_pinned_again_takes_the_new_reference():
 
 
 def test_a_bad_serve_annotation_is_an_error_that_says_what_to_do_not_nothing_serving():
-    from flows.environments import release_of
+    from flows.environments import template_release
 
     ann = release().pinned(REF).annotations() | {SERVE: '{"port": "eighty"}'}
     template = {"metadata": {"annotations": ann}, "spec": {"containers": [{"name": "app", "image": REF}]}}
     with pytest.raises(RolloutError, match=r"(?s)annotation io.aiship/serve is not valid.*deliver the app again"):
-        release_of(template, "aiship-app")
+        template_release(template, "aiship-app")
 
 
 def test_a_template_without_annotations_reads_as_its_image_and_the_deployment_name():
