@@ -1,7 +1,7 @@
 """gunicorn settings for the app: `gunicorn -c app/gunicorn.conf.py` (run from the folder holding app/).
 
 Environment: AISHIP_APP_BIND (default 0.0.0.0:8080, the container's port), AISHIP_APP_WORKERS
-(default 2), AISHIP_APP_THREADS (default 1), AISHIP_APP_TIMEOUT (default 30 s),
+(default 2), AISHIP_APP_THREADS (default 16 per worker), AISHIP_APP_TIMEOUT (default 30 s),
 AISHIP_APP_METRICS_DIR or PROMETHEUS_MULTIPROC_DIR (default: a fresh folder under $TMPDIR).
 """
 
@@ -22,7 +22,11 @@ os.environ["AISHIP_APP_METRICS_DIR"] = _metrics_dir
 wsgi_app = "app:create_app()"
 bind = os.environ.get("AISHIP_APP_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("AISHIP_APP_WORKERS", "2"))
-threads = int(os.environ.get("AISHIP_APP_THREADS", "1"))
+# gthread, not sync: a sync worker is held by one client for as long as that client takes to send
+# its request, so two slow clients stalled a pod until liveness killed it. A gthread worker waits
+# for request bytes in its poller and hands a connection to a thread only when data arrives.
+worker_class = "gthread"
+threads = int(os.environ.get("AISHIP_APP_THREADS", "16"))
 timeout = int(os.environ.get("AISHIP_APP_TIMEOUT", "30"))
 # Kubernetes sends SIGTERM after the preStop pause; finish requests in flight before exiting.
 graceful_timeout = int(os.environ.get("AISHIP_APP_GRACEFUL_TIMEOUT", "20"))

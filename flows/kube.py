@@ -16,6 +16,7 @@ from flows.release import ANNOTATION_PREFIX, DIGEST
 from flows.retry import call_with_retries
 
 PULL_SECRET = "aiship-registry"
+FIELD_MANAGER = "aiship"  # the owner of the fields aiship server-side applies
 
 
 def _apis(api_client):
@@ -83,7 +84,7 @@ def _upsert(kind: str, ns: str, name: str, read, create, replace, body: dict[str
 
 
 def apply(api_client, manifests, registry_block: str) -> None:
-    """Applies namespace, pull secret, Service and Deployment of one environment (create or replace)."""
+    """Applies namespace, pull secret, Service, Deployment and PodDisruptionBudget of one environment."""
     core, apps = _apis(api_client)
     ns = manifests.namespace["metadata"]["name"]
     _upsert("Namespace", "", ns, lambda: core.read_namespace(ns), lambda b: core.create_namespace(b),
@@ -114,6 +115,36 @@ def apply(api_client, manifests, registry_block: str) -> None:
 
     _upsert("Deployment", ns, dep, lambda: apps.read_namespaced_deployment(dep, ns),
             lambda b: apps.create_namespaced_deployment(ns, b), replace_deployment, manifests.deployment)
+    apply_disruption_budget(api_client, manifests.disruption_budget)
+
+
+def apply_disruption_budget(api_client, body: dict[str, Any]) -> None:
+    """Server-side applies the PodDisruptionBudget, as policy/v1 or, where the cluster lacks it (before 1.21), v1beta1."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+
+    def once() -> None:
+        dynamic = DynamicClient(api_client)
+        for version in ("policy/v1", "policy/v1beta1"):
+            try:
+                resource = dynamic.resources.get(api_version=version, kind="PodDisruptionBudget")
+            except ResourceNotFoundError:
+                continue
+            dynamic.server_side_apply(resource, {**body, "apiVersion": version}, namespace=ns,
+                                      field_manager=FIELD_MANAGER, force_conflicts=True)
+            return
+        raise RolloutError("ApplyRejected", f"the cluster serves no PodDisruptionBudget API (policy/v1 or v1beta1) "
+                           f"for {ns}/{name}; check `kubectl api-resources | grep -i disruption`")
+
+    try:
+        call_with_retries(once, what=f"apply PodDisruptionBudget {ns}/{name}")
+    except ApiException as exc:
+        if _status(exc) is not None and _status(exc) < 500 and _status(exc) != 429:
+            raise _refused("PodDisruptionBudget", ns, name, exc) from exc
+        raise
 
 
 def _wait_for_default_service_account(core, ns: str, seconds: float = 30) -> None:

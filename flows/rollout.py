@@ -61,6 +61,7 @@ class Manifests:
     namespace: dict[str, Any]
     service: dict[str, Any]
     deployment: dict[str, Any]
+    disruption_budget: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def render_manifests(release: PinnedRelease, environment: Environment, settings:
     env += [{"name": k, "value": v} for k, v in sorted(environment.app_env.items()) if k != "AISHIP_APP_ENVIRONMENT"]
     values = {
         "app_name": release.app, "namespace": environment.namespace, "labels": labels,
-        "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name},
+        "namespace_labels": {"app.kubernetes.io/managed-by": "aiship", "io.aiship/environment": environment.name,
+                             **{f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}},
         "selector": {"app.kubernetes.io/name": release.app}, "node_port": environment.node_port,
         "replicas": replicas(environment, serve), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
         "pod_annotations": release.annotations(),
@@ -127,12 +129,12 @@ def render_manifests(release: PinnedRelease, environment: Environment, settings:
                                    envs.FLOW_RUN: str(runtime_flow_run.id or "")},
         "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
         "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": settings.rollout_max_surge, "revision_history_limit": 10,
-        "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": serve.port,
+        "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": serve.port, "tmp_size_limit": "64Mi",
         "ready_path": serve.ready_path, "health_path": serve.health_path, **serve.resources.model_dump(),
     }
     loader = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    docs = {name: yaml.safe_load(loader.from_string((TEMPLATES / f"{name}.yaml").read_text()).render(values))
-            for name in ("namespace", "service", "deployment")}
+    docs = {name.replace("-", "_"): yaml.safe_load(loader.from_string((TEMPLATES / f"{name}.yaml").read_text()).render(values))
+            for name in ("namespace", "service", "deployment", "disruption-budget")}
     return Manifests(**docs)
 
 

@@ -212,8 +212,9 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
     container = client.containers.run(
         image, detach=True, name=f"aiship-smoke-{uuid.uuid4().hex[:10]}",
         ports={container_port: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
-        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512,
-        mem_limit=docker_memory(serve.resources.memory_limit),
+        # as the pod runs it (deployments/deployment.yaml): an app that writes outside /tmp fails here
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512, read_only=True,
+        tmpfs={"/tmp": "size=64m,mode=1777"}, mem_limit=docker_memory(serve.resources.memory_limit),
     )
     try:
         port = published_port(container, deadline, container_port)

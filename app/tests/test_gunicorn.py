@@ -106,3 +106,36 @@ def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert "sha256 mismatch for" in (tmp_path / "gunicorn.err").read_text()
+
+
+def test_slow_clients_do_not_stall_predict(trained_dir, manifest, tmp_path):
+    """Clients that connect and send nothing, half their headers or half their body leave /predict answering.
+
+    A sync worker is held by one such client; gthread parks a silent connection in its poller, and
+    a client that stops in the middle of its headers holds one thread of the worker that accepted
+    it (16 each; gunicorn has no header timeout, so more than that is for a buffering proxy).
+    """
+    port = _free_port()
+    proc = _start(trained_dir, tmp_path, port)
+    body = json.dumps({"instances": manifest["golden_set"]["inputs"][:1]}).encode()
+    halves = [b"", b"POST /predict HTTP/1.1\r\nHost: slow\r\n",
+              b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Length: 1000\r\n\r\n{"]
+    slow: list[socket.socket] = []
+    try:
+        _wait_ready(proc, port)
+        for i in range(12):  # six times the two sync workers this replaced
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(halves[i % 3])
+            slow.append(sock)
+        time.sleep(1.0)  # every slow connection has been accepted by now
+        started = time.monotonic()
+        answers = [_request(port, "POST", "/predict", body)[0] for _ in range(20)]
+        took = time.monotonic() - started
+        assert answers == [200] * 20
+        assert took < 10, f"20 predictions took {took:.1f} s beside 12 slow clients"
+        assert proc.poll() is None
+    finally:
+        for sock in slow:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -190,6 +190,22 @@ def test_a_digest_rolls_out_and_answers_on_its_node_port(api_client, serving_env
     assert envs.previous_digests(api_client, env, settings.app_name) == [first.digest]
 
 
+def test_the_environment_has_a_disruption_budget_that_lets_one_pod_go(api_client, serving_env, settings):
+    from kubernetes.dynamic import DynamicClient
+
+    env, _ = serving_env
+    dynamic = DynamicClient(api_client)
+    kinds = dynamic.resources.search(group="policy", kind="PodDisruptionBudget")
+    assert kinds, "the cluster serves no PodDisruptionBudget"
+    deadline = time.monotonic() + 30
+    while True:  # the disruption controller fills the status a moment after the pods are ready
+        status = dynamic.get(kinds[0], name=settings.app_name, namespace=env.namespace).to_dict().get("status") or {}
+        if status.get("expectedPods") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert (status.get("expectedPods"), status.get("disruptionsAllowed")) == (2, 1)
+
+
 def test_aiship_status_shows_the_digest(api_client, serving_env, settings, monkeypatch):
     from typer.testing import CliRunner
 

@@ -123,10 +123,27 @@ def test_a_release_asking_past_the_environments_ceilings_is_refused_before_anyth
         "resources.memory_limit 3Gi (at most 2Gi)"]
 
 
-def test_pods_run_as_non_root_without_capabilities(settings):
-    pod = render_manifests(release(), ENV, settings, "t").deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+def test_pods_meet_the_restricted_pod_security_standard(settings):
+    """What the restricted profile checks, field by field; the 1.20 local cluster does not enforce it itself."""
+    m = render_manifests(release(), ENV, settings, "t")
+    pod = m.deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False
+    assert [v for v in pod["volumes"] if set(v) - {"name", "emptyDir", "configMap", "secret", "projected"}] == []
+    for container in pod["containers"]:
+        ctx = container["securityContext"]
+        assert ctx == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+        assert "ports" not in container or all("hostPort" not in p for p in container["ports"])
+    assert [mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]] == ["/tmp"]
+    assert m.namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_each_environment_has_a_disruption_budget_of_one_pod(settings):
+    m = render_manifests(release(), ENV, settings, "t")
+    budget = m.disruption_budget
+    assert (budget["kind"], budget["metadata"]["namespace"], budget["spec"]["maxUnavailable"]) == (
+        "PodDisruptionBudget", ENV.namespace, 1)
+    assert budget["spec"]["selector"]["matchLabels"] == m.deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_service_answers_on_the_environments_node_port(settings):
