@@ -3,7 +3,8 @@
 
 POST|OPTIONS /eventgrid takes the Event Grid schema (with the subscription-validation handshake)
 and CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by the shared key
-in `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
+in an `aeg-sas-key` header (an Event Grid delivery property marked secret), its own
+Secret block. A key in the URL (`?key=`) is refused: URLs end up in access logs. Only BlobCreated of `models/<name>/<version>/manifest.json`
 in the model container counts; sha256, uri and publisher are read from the model store, never
 from the event (an event's URL is not fetched).
 """
@@ -20,7 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from flows import events as aiship_events
 from flows.errors import ModelStoreError
 from flows.retry import is_transient
-from flows.webhooks import _answer, _emit, _event, _log, _secret, key_ok
+from flows.webhooks import _answer, _emit, _event, _log, key_ok, missing_secret
 
 eventgrid_blueprint = Blueprint("eventgrid", __name__)
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -37,15 +38,28 @@ def manifest_blob(subject: str, container: str) -> tuple[str, int] | None:
     return m["name"], int(m["version"])
 
 
-def _eventgrid_authorized() -> bool:
-    return key_ok(_secret(), request.args.get("key") or request.headers.get("aeg-sas-key"))
+def _refusal() -> tuple[Response, int] | None:
+    """None when the call carries Event Grid's key in its header; else the answer to give."""
+    hooks = current_app.extensions["aiship_webhooks"]
+    if hooks["eventgrid_key"] is None:  # the block's name goes to the log, not to an unauthenticated caller
+        _log(logging.ERROR, "unavailable", reason=missing_secret(hooks["eventgrid_block"], "AISHIP_EVENTGRID_KEY_BLOCK"))
+        return _answer(503, status="unavailable", reason="Event Grid is not configured on this receiver; "
+                                                         "its log says which Secret block to create")
+    if "key" in request.args:
+        _log(logging.WARNING, "refused", reason="key in the URL")
+        return _answer(401, status="refused", reason="send the key in the aeg-sas-key header (a secret delivery "
+                                                     "property of the subscription), never in the URL")
+    if not key_ok(hooks["eventgrid_key"], request.headers.get("aeg-sas-key")):
+        _log(logging.WARNING, "refused", reason="missing or wrong key")
+        return _answer(401, status="refused", reason="missing or wrong aeg-sas-key")
+    return None
 
 
 @eventgrid_blueprint.route("/eventgrid", methods=["OPTIONS"], provide_automatic_options=False)
 def eventgrid_options() -> tuple[Response, int]:
     """CloudEvents abuse protection: echo the origin to allow deliveries from it."""
-    if not _eventgrid_authorized():
-        return _answer(401, status="refused", reason="missing or wrong key")
+    if refused := _refusal():
+        return refused
     origin = request.headers.get("WebHook-Request-Origin")
     if not origin:
         return _answer(400, status="invalid", reason="missing WebHook-Request-Origin")
@@ -72,9 +86,8 @@ def _normalized(item: dict[str, Any]) -> dict[str, Any]:
 @eventgrid_blueprint.route("/eventgrid", methods=["POST"], provide_automatic_options=False)
 def eventgrid() -> tuple[Response, int]:
     request.get_data(cache=True)  # 413 before anything else
-    if not _eventgrid_authorized():
-        _log(logging.WARNING, "refused", reason="missing or wrong key")
-        return _answer(401, status="refused", reason="missing or wrong key")
+    if refused := _refusal():
+        return refused
     try:
         parsed = json.loads(request.get_data(cache=True))
         items = [_normalized(i) for i in (parsed if isinstance(parsed, list) else [parsed])]

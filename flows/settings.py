@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8700, description="Port of the webhook receiver on 127.0.0.1.")
 
     # --- the webhook receiver (flows/webhooks.py) ---
-    webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks and the Event Grid key.")
+    webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks.")
+    eventgrid_key_block: str = Field(default="aiship-eventgrid-key", description="Name of the Prefect Secret block holding the key Event Grid sends in its aeg-sas-key header.")
     azure_repos_secret_block: str = Field(default="aiship-azure-repos-secret", description="Name of the Prefect Secret block holding the password (or X-Aiship-Secret header) of the Azure DevOps service hook.")
     webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest webhook body accepted; larger ones get 413.")
 

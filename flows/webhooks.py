@@ -13,8 +13,8 @@ gunicorn on 127.0.0.1:$AISHIP_WEBHOOK_PORT, see local/webhooks.sh) checks each c
   redelivery works.
 - POST /azure-repos: an Azure DevOps service hook's `git.push` (`flows/azure_repos.py`).
 - POST|OPTIONS /eventgrid (`flows/eventgrid.py`): Event Grid schema (with the subscription-validation handshake) and
-  CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a shared key in
-  `?key=` or an `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
+  CloudEvents (with the OPTIONS abuse-protection handshake), authenticated by a key of its own
+  in the `aeg-sas-key` header. Only BlobCreated of `models/<name>/<version>/manifest.json`
   in the model container counts; sha256, uri and publisher are read from the model store, never
   from the event (an event's URL is not fetched).
 """
@@ -202,7 +202,7 @@ def _answer(code: int, /, **body: Any) -> tuple[Response, int]:
 
 
 def _secret() -> str:
-    """GitHub's and Event Grid's shared secret (read once per process from its Prefect Secret block)."""
+    """GitHub's shared secret (read once per process from its Prefect Secret block)."""
     return current_app.extensions["aiship_webhooks"]["secret"]
 
 
@@ -297,7 +297,7 @@ def _configure_logging() -> None:
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The receiver. `config` (tests) may set WEBHOOK_SECRET, EMITTER, MANIFEST_RESOLVER, DELIVERY_DB,
+    """The receiver. `config` (tests) may set WEBHOOK_SECRET, AZURE_REPOS_SECRET, EVENTGRID_KEY, EMITTER, MANIFEST_RESOLVER, DELIVERY_DB,
     APPS (the registered apps), AZURE_CONTAINER, MAX_CONTENT_LENGTH; everything else comes from Settings()."""
     from flows.settings import Settings
 
@@ -318,8 +318,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Optional: without its block only /azure-repos is closed (503), the other senders still work.
     azure_repos_secret = app.config.pop("AZURE_REPOS_SECRET", None) or load_secret(
         settings.azure_repos_secret_block, "AISHIP_AZURE_REPOS_SECRET_BLOCK", required=False)
+    eventgrid_key = app.config.pop("EVENTGRID_KEY", None) or load_secret(
+        settings.eventgrid_key_block, "AISHIP_EVENTGRID_KEY_BLOCK", required=False)
     app.extensions["aiship_webhooks"] = {
         "secret": secret,
+        "eventgrid_key": eventgrid_key,
+        "eventgrid_block": settings.eventgrid_key_block,
         "azure_repos_secret": azure_repos_secret,
         "azure_repos_block": settings.azure_repos_secret_block,
         "apps": _apps_source(app.config.get("APPS"), settings),

@@ -5,10 +5,11 @@
 #   local/webhooks.sh up|down|status
 #
 # Needs the Prefect server (local/prefect.sh): each sender's secret lives in a Prefect `Secret`
-# block, created here with a random value when missing: GitHub's and Event Grid's shared secret
-# (AISHIP_WEBHOOK_SECRET_BLOCK, default aiship-webhook-secret) and the Azure Repos service hook's
+# block, created here with a random value when missing: GitHub's shared secret
+# (AISHIP_WEBHOOK_SECRET_BLOCK, default aiship-webhook-secret), Event Grid's key
+# (AISHIP_EVENTGRID_KEY_BLOCK, default aiship-eventgrid-key) and the Azure Repos service hook's
 # password (AISHIP_AZURE_REPOS_SECRET_BLOCK, default aiship-azure-repos-secret). Copies go to
-# $PART_DIR/secret and $PART_DIR/azure-repos-secret (mode 600): the local git repository's
+# $PART_DIR/secret, $PART_DIR/eventgrid-key and $PART_DIR/azure-repos-secret (mode 600): the local git repository's
 # post-receive hook, which runs outside Prefect, signs its deliveries with the first.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,6 +17,7 @@ PORT="${AISHIP_WEBHOOK_PORT:-8700}"
 PREFECT_PORT="${AISHIP_PREFECT_PORT:-4200}"
 BLOCK="${AISHIP_WEBHOOK_SECRET_BLOCK:-aiship-webhook-secret}"
 AZURE_REPOS_BLOCK="${AISHIP_AZURE_REPOS_SECRET_BLOCK:-aiship-azure-repos-secret}"
+EVENTGRID_BLOCK="${AISHIP_EVENTGRID_KEY_BLOCK:-aiship-eventgrid-key}"
 WORKERS="${AISHIP_WEBHOOK_WORKERS:-2}"
 PIDFILE="$PART_DIR/gunicorn.pid"
 SECRET_FILE="$PART_DIR/secret"
@@ -84,6 +86,7 @@ part_up() {
     prefect_up >/dev/null 2>&1 || die "the Prefect server at $PREFECT_API_URL does not answer; start it first with \`aiship local up prefect\`"
     ensure_secret "$BLOCK" "$SECRET_FILE"
     ensure_secret "$AZURE_REPOS_BLOCK" "$PART_DIR/azure-repos-secret"
+    ensure_secret "$EVENTGRID_BLOCK" "$PART_DIR/eventgrid-key"
     # --workers 2         two requests at once on 2 cores; the delivery log is shared through SQLite.
     # no --access-logfile access logs would record Event Grid's ?key= query string; the app logs
     #                     JSON lines without it.
@@ -93,7 +96,7 @@ part_up() {
         --timeout 30 --graceful-timeout 10 --error-logfile - --log-level info --no-control-socket \
         'flows.webhooks:create_app()'
     wait_started
-    log "ready at $ADDRESS (POST /github, POST /azure-repos, POST|OPTIONS /eventgrid; secrets in Prefect blocks $BLOCK, $AZURE_REPOS_BLOCK)"
+    log "ready at $ADDRESS (POST /github, POST /azure-repos, POST|OPTIONS /eventgrid; secrets in Prefect blocks $BLOCK, $EVENTGRID_BLOCK, $AZURE_REPOS_BLOCK)"
 }
 
 part_down() { stop_pidfile "$PIDFILE"; }

@@ -179,7 +179,7 @@ def test_3_signed_github_webhook_triggers_and_a_wrong_signature_does_not(api, pl
 def test_4_eventgrid_validation_and_blob_created(api, model, platform):
     from flows.model_store import get_store
 
-    key = webhook_secret(platform)
+    key = webhook_secret(platform, "eventgrid-key")
     code = uuid.uuid4().hex
     validation = [{"id": str(uuid.uuid4()), "topic": "/subscriptions/0", "subject": "", "eventTime": now().isoformat(),
                    "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "dataVersion": "2", "metadataVersion": "1",

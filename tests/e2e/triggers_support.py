@@ -117,9 +117,9 @@ class PrefectApi:
         return f"{run['name']} {run['state_name']}: {run['state'].get('message') or ''} [{tail}] {self.ui_url(run['id'])}"
 
 
-def webhook_secret(settings: Settings) -> str:
-    """The receiver's shared secret: the copy local/webhooks.sh leaves for the git hook."""
-    path = settings.state_dir / "webhooks" / "secret"
+def webhook_secret(settings: Settings, name: str = "secret") -> str:
+    """One of the receiver's secrets (`secret`, GitHub's; `eventgrid-key`): the copies local/webhooks.sh leaves."""
+    path = settings.state_dir / "webhooks" / name
     if not path.is_file():
         raise AssertionError(f"{path} is missing; start the receiver with `aiship local up webhooks`")
     return path.read_text().strip()
@@ -142,8 +142,8 @@ def send_github(settings: Settings, body: bytes, secret: str, event: str = "push
 
 
 def send_eventgrid(settings: Settings, events: list[dict], key: str) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{settings.webhook_port}/eventgrid", params={"key": key}, json=events,
-                      headers={"aeg-event-type": "Notification"}, timeout=30)
+    return httpx.post(f"http://127.0.0.1:{settings.webhook_port}/eventgrid", json=events,
+                      headers={"aeg-sas-key": key, "aeg-event-type": "Notification"}, timeout=30)
 
 
 def blob_created(settings: Settings, name: str, version: int) -> dict:

@@ -35,6 +35,14 @@ def secret(settings) -> str:
     return str(Secret.load(settings.webhook_secret_block).get())
 
 
+@pytest.fixture(scope="module")
+def eventgrid_key(settings) -> dict[str, str]:
+    """Event Grid's key, from its own Secret block, as the header Event Grid sends it in."""
+    from prefect.blocks.system import Secret
+
+    return {"aeg-sas-key": str(Secret.load(settings.eventgrid_key_block).get())}
+
+
 def push(receiver: str, secret: str | None, repo: str, sha: str, delivery: str | None = None, signature: str | None = None) -> httpx.Response:
     body = json.dumps({"ref": "refs/heads/main", "before": "0" * 40, "after": sha, "repository": {"full_name": repo},
                        "pusher": {"name": "integration"}}).encode()
@@ -108,14 +116,14 @@ def test_ping(receiver, secret):
     assert response.status_code == 200 and response.json() == {"status": "pong"}
 
 
-def test_eventgrid_handshakes(receiver, secret):
+def test_eventgrid_handshakes(receiver, secret, eventgrid_key):
     validation = [{"id": str(uuid.uuid4()), "topic": "t", "subject": "", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
                    "eventTime": "2024-01-01T00:00:00Z", "data": {"validationCode": "code-123"}, "dataVersion": "1", "metadataVersion": "1"}]
-    response = httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=validation, timeout=30,
-                          headers={"aeg-event-type": "SubscriptionValidation"})
+    response = httpx.post(f"{receiver}/eventgrid", json=validation, timeout=30,
+                          headers={**eventgrid_key, "aeg-event-type": "SubscriptionValidation"})
     assert response.status_code == 200 and response.json() == {"validationResponse": "code-123"}
-    assert httpx.post(f"{receiver}/eventgrid", params={"key": "wrong"}, json=validation, timeout=30).status_code == 401
-    options = httpx.options(f"{receiver}/eventgrid", params={"key": secret}, headers={"WebHook-Request-Origin": "eventgrid.azure.net"}, timeout=30)
+    assert httpx.post(f"{receiver}/eventgrid", headers={"aeg-sas-key": secret}, json=validation, timeout=30).status_code == 401
+    options = httpx.options(f"{receiver}/eventgrid", headers={**eventgrid_key, "WebHook-Request-Origin": "eventgrid.azure.net"}, timeout=30)
     assert options.status_code == 200 and options.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
 
 
@@ -178,7 +186,7 @@ def azure_store(settings):
     return store
 
 
-def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver, secret, azure_store, tmp_path, settings):
+def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver, eventgrid_key, azure_store, tmp_path, settings):
     from app.train import train
 
     name = f"aiship-tests-{uuid.uuid4().hex[:10]}"
@@ -189,7 +197,7 @@ def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver,
              "subject": f"/blobServices/default/containers/{settings.azure_container}/blobs/{blob}",
              "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2024-01-01T00:00:00Z", "dataVersion": "", "metadataVersion": "1",
              "data": {"api": "PutBlob", "blobType": "BlockBlob", "url": f"http://127.0.0.1:{settings.azurite_port}/devstoreaccount1/{settings.azure_container}/{blob}"}}
-    response = httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=[event], timeout=30)
+    response = httpx.post(f"{receiver}/eventgrid", headers=eventgrid_key, json=[event], timeout=30)
     assert response.status_code == 200, response.text
     (emitted,) = response.json()["emitted"]
     stored = wait_for_event("aiship.model.registered", f"aiship.model.{name}.{ref.version}", sha256=ref.sha256)
@@ -197,7 +205,7 @@ def test_blob_created_of_a_published_manifest_becomes_model_registered(receiver,
     assert stored["payload"] == {"name": name, "version": ref.version, "sha256": ref.sha256, "uri": ref.uri, "publisher": "integration@test"}
     # The model file's own BlobCreated is not a registration.
     other = dict(event, id=str(uuid.uuid4()), subject=event["subject"].replace("manifest.json", "model.skops"))
-    assert httpx.post(f"{receiver}/eventgrid", params={"key": secret}, json=[other], timeout=30).status_code == 202
+    assert httpx.post(f"{receiver}/eventgrid", headers=eventgrid_key, json=[other], timeout=30).status_code == 202
 
 
 def test_an_azure_repos_push_becomes_the_same_event_on_the_server(receiver, secret, settings):

@@ -25,7 +25,7 @@ def emitter() -> FakeEmitter:
 
 @pytest.fixture
 def client(tmp_path, emitter):
-    app = webhooks.create_app({"WEBHOOK_SECRET": GITHUB_SECRET, "AZURE_REPOS_SECRET": SECRET, "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
+    app = webhooks.create_app({"WEBHOOK_SECRET": GITHUB_SECRET, "AZURE_REPOS_SECRET": SECRET, "EVENTGRID_KEY": "unit-test-eventgrid-key", "EMITTER": emitter, "MANIFEST_RESOLVER": FakeResolver(),
                                "DELIVERY_DB": tmp_path / "deliveries.sqlite", "APPS": [FABRIKAM]})
     return app.test_client()
 
