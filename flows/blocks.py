@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr
 from prefect.blocks.core import Block
+from prefect.types import SecretDict
 
 from flows.errors import ConfigurationError, PlatformError
 from flows.settings import Settings
@@ -92,6 +93,41 @@ def _listening(port: int) -> bool:
         return False
 
 
+class KubernetesAccess(Block):
+    """A cluster's kubeconfig, kept whole as a secret.
+
+    prefect-kubernetes' KubernetesClusterConfig keeps the kubeconfig in a plain dict, so its token
+    or client key is readable by anyone who can read the blocks API. Here every value is masked
+    in the API's answers and decrypted only when a client is made.
+    """
+
+    _block_type_name = "aiship Kubernetes Access"
+    _description = "A kubeconfig (every value secret) and the context aiship uses to reach one cluster."
+
+    kubeconfig: SecretDict = Field(description="The whole kubeconfig, as loaded from its YAML file.")
+    context_name: str | None = Field(default=None, description="The context to use; None means the kubeconfig's current one.")
+
+    @classmethod
+    def from_file(cls, path: Path, context_name: str | None = None) -> "KubernetesAccess":
+        import yaml
+
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"cannot read the kubeconfig {path}: {type(exc).__name__}: {exc}; "
+                                     "write it with `az aks get-credentials --file` (or `aiship local up kubernetes`)") from exc
+        if not isinstance(config, dict) or not config.get("clusters"):
+            raise ConfigurationError(f"{path} is not a kubeconfig (no clusters); write it with `az aks get-credentials --file`")
+        return cls(kubeconfig=config, context_name=context_name)
+
+    def api_client(self) -> Any:
+        """A synchronous `kubernetes.client.ApiClient` for the cluster."""
+        from kubernetes import config as kube_config
+
+        return kube_config.new_client_from_config_dict(config_dict=self.kubeconfig.get_secret_value(),
+                                                       context=self.context_name)
+
+
 def _registry_block(settings: Settings):
     from prefect_docker.credentials import DockerRegistryCredentials
 
@@ -104,17 +140,6 @@ def _registry_block(settings: Settings):
     except (OSError, ValueError, KeyError) as exc:
         raise PlatformError(
             f"cannot read the registry credentials {path}: {type(exc).__name__}: {exc}; run `aiship local up registry`"
-        ) from exc
-
-
-def _kubernetes_block(kubeconfig: Path):
-    from prefect_kubernetes.credentials import KubernetesClusterConfig, KubernetesCredentials
-
-    try:
-        return KubernetesCredentials(cluster_config=KubernetesClusterConfig.from_file(kubeconfig))
-    except Exception as exc:  # the kubernetes config loader raises several types
-        raise PlatformError(
-            f"cannot read the kubeconfig {kubeconfig}: {type(exc).__name__}: {exc}; run `aiship local up kubernetes`"
         ) from exc
 
 
@@ -145,16 +170,29 @@ def write_local_blocks(settings: Settings) -> list[str]:
         save(_registry_block(settings), settings.registry_credentials_block)
     kubeconfig = settings.state_dir / "kubernetes" / "kubeconfig"
     if _listening(settings.kube_api_port) and kubeconfig.exists():
-        block = _kubernetes_block(kubeconfig)
+        block = KubernetesAccess.from_file(kubeconfig)
         save(block, settings.kubernetes_credentials_block)
+        _remove_unmasked_kubernetes_block(settings.kubernetes_credentials_block)
         if settings.registry_credentials_block in written:
-            from kubernetes import config as kube_config
-
-            cluster = block.cluster_config
-            api_client = kube_config.new_client_from_config_dict(config_dict=cluster.config, context=cluster.context_name)
-            with api_client:
+            with block.api_client() as api_client:
                 ensure_image_pull_secret(api_client, "default", settings.registry_credentials_block)
     return written
+
+
+def _remove_unmasked_kubernetes_block(name: str) -> None:
+    """Deletes a prefect-kubernetes KubernetesCredentials block of that name (an older platform wrote
+    one), whose cluster config the blocks API answers with the token in plain text."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            old = client.read_block_document_by_name(name, "kubernetes-credentials", include_secrets=False)
+        except ObjectNotFound:
+            return
+        for ref in (old.block_document_references or {}).values():
+            client.delete_block_document(ref["block_document"]["id"])
+        client.delete_block_document(old.id)
 
 
 def dockerconfigjson(registry_url: str, username: str, password: str) -> bytes:

@@ -250,7 +250,7 @@ def deliver_command(
 def status(
     environment: Annotated[str | None, typer.Argument(help="Only this environment (default: all of them).")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only this app (default: every app aiship delivers).")] = None,
-    kubeconfig: Annotated[str | None, typer.Option(help="A kubeconfig file instead of the KubernetesCredentials block.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option(help="A kubeconfig file instead of the KubernetesAccess block.")] = None,
 ) -> None:
     """Print what serves of each app in each environment (from its Deployment's annotations) and where it answers."""
     from flows import environments

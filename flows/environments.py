@@ -77,7 +77,7 @@ def address(environment: Environment) -> str:
 
 
 def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
-    """A synchronous `kubernetes.client.ApiClient` from a kubeconfig file, or else the KubernetesCredentials block."""
+    """A synchronous `kubernetes.client.ApiClient` from a kubeconfig file, or else the KubernetesAccess block."""
     from kubernetes import config as kube_config
 
     if kubeconfig is not None:
@@ -85,16 +85,14 @@ def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
             return kube_config.new_client_from_config(config_file=str(kubeconfig))
         except (OSError, kube_config.ConfigException) as exc:
             raise ConfigurationError(f"cannot use kubeconfig {kubeconfig}: {exc}; is the cluster up? `aiship local up kubernetes`") from exc
-    from prefect_kubernetes.credentials import KubernetesCredentials
+    from flows.blocks import KubernetesAccess, load_block
 
-    from flows.blocks import load_block
-
-    name = settings.kubernetes_credentials_block
-    block = load_block(KubernetesCredentials, name, "kubernetes")
-    if block.cluster_config is None:
-        raise ConfigurationError(f"the KubernetesCredentials block {name!r} has no cluster_config; re-create it from a kubeconfig")
-    cluster = block.cluster_config
-    return kube_config.new_client_from_config_dict(config_dict=cluster.config, context=cluster.context_name)
+    block = load_block(KubernetesAccess, settings.kubernetes_credentials_block, "kubernetes")
+    try:
+        return block.api_client()
+    except (kube_config.ConfigException, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"the KubernetesAccess block {settings.kubernetes_credentials_block!r} holds no usable "
+                                 f"kubeconfig ({exc}); save it again from a kubeconfig file") from exc
 
 
 def _api_call(what: str, fn):
@@ -123,7 +121,7 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
         if exc.status == 404:
             return None
         raise PlatformError(f"reading Deployment {environment.namespace}/{app_name} failed: {exc.status} {exc.reason}; "
-                            "check the KubernetesCredentials block's rights") from exc
+                            "check the KubernetesAccess block's rights") from exc
     deployment = api_client.sanitize_for_serialization(found)
     desired = deployment["spec"].get("replicas", 0)
     if desired == 0:

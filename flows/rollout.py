@@ -326,7 +326,7 @@ def roll_out(release: PinnedRelease, environment: Environment, kubeconfig: str |
     Args:
         release: the image by digest, the app, and the git SHA and model it carries.
         environment: one of the app's environments.
-        kubeconfig: a kubeconfig file to use instead of the KubernetesCredentials block.
+        kubeconfig: a kubeconfig file to use instead of the KubernetesAccess block.
 
     Returns:
         RolloutResult: what serves now, where, and what served before.

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     app_branch: BranchName = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
-    kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesCredentials block.")
+    kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesAccess block (flows/blocks.py): the kubeconfig, every value secret.")
     base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
     build_nocache: bool = Field(default=False, description="Build the code image without dockerd's layer cache (every Dockerfile step runs again).")
     environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")

@@ -52,7 +52,7 @@ def e2e_environment(platform) -> Environment:
 
 @pytest.fixture(scope="session")
 def kube(platform):
-    """A Kubernetes API client from the KubernetesCredentials block."""
+    """A Kubernetes API client from the KubernetesAccess block."""
     from flows.environments import kubernetes_client
 
     api_client = kubernetes_client(platform)

@@ -76,6 +76,38 @@ def test_s3_block_secret_is_masked_in_the_api(settings, written):
     assert doc.json()["data"]["secret_access_key"] != "aiship-local-secret"
 
 
+def test_no_block_secret_is_readable_through_the_api(settings, written):
+    """The blocks API's default answer masks every secret, the cluster's token or key included.
+
+    The same scan over the answer with secrets included finds each value, so the scan can find them.
+    """
+    import httpx
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
+    for block, part in ((settings.kubernetes_credentials_block, "kubernetes"), (settings.registry_credentials_block, "registry"),
+                        (settings.s3_credentials_block, "s3"), (settings.azure_credentials_block, "azurite")):
+        require(written, block, part)
+    kubeconfig = yaml.safe_load((settings.state_dir / "kubernetes" / "kubeconfig").read_text())
+    cluster_secrets = [v for user in kubeconfig["users"] for k, v in user["user"].items() if k in ("token", "client-key-data", "password")]
+    registry = json.loads((settings.state_dir / "registry" / "credentials.json").read_text())
+    secrets = {"cluster": cluster_secrets, "registry": [registry["password"]], "s3": ["aiship-local-secret"],
+               "azurite": ["Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="]}
+    assert cluster_secrets, "the local kubeconfig names no token or client key"
+
+    def answer(include_secrets: bool) -> str:
+        response = httpx.post(f"{PREFECT_API_URL.value()}/block_documents/filter", timeout=10,
+                              json={"include_secrets": include_secrets, "limit": 200})
+        assert response.status_code == 200, response.text
+        return response.text.replace("\\/", "/")
+
+    def hits(text: str) -> list[str]:
+        return [what for what, values in secrets.items() for value in values if value in text]
+
+    assert sorted(set(hits(answer(True)))) == sorted(secrets)  # the scan finds what is there
+    assert hits(answer(False)) == []
+
+
 def test_registry_block_logs_in(settings, written, docker_client):
     from prefect_docker.credentials import DockerRegistryCredentials
 
@@ -87,13 +119,12 @@ def test_registry_block_logs_in(settings, written, docker_client):
 
 def test_kubernetes_block_reaches_the_cluster_and_pull_secret_exists(settings, written):
     from kubernetes import client
-    from kubernetes import config as kube_config
-    from prefect_kubernetes.credentials import KubernetesCredentials
+
+    from flows.blocks import KubernetesAccess
 
     require(written, settings.kubernetes_credentials_block, "kubernetes")
-    block = KubernetesCredentials.load(settings.kubernetes_credentials_block, _sync=True)
-    cluster = block.cluster_config
-    with kube_config.new_client_from_config_dict(config_dict=cluster.config, context=cluster.context_name) as api:
+    block = KubernetesAccess.load(settings.kubernetes_credentials_block, _sync=True)
+    with block.api_client() as api:
         core = client.CoreV1Api(api)
         assert "default" in [ns.metadata.name for ns in core.list_namespace().items]
         secret = core.read_namespaced_secret(PULL_SECRET, "default")

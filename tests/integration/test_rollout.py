@@ -79,7 +79,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def api_client(settings):
-    """The cluster through the KubernetesCredentials block, or the local kubeconfig until that block exists."""
+    """The cluster through the KubernetesAccess block, or the local kubeconfig until that block exists."""
     from kubernetes import client
 
     kubeconfig = settings.state_dir / "kubernetes" / "kubeconfig"
@@ -87,7 +87,7 @@ def api_client(settings):
         api = envs.kubernetes_client(settings)
     except Exception:
         if not kubeconfig.exists():
-            pytest.fail(f"no KubernetesCredentials block and no {kubeconfig}; start the cluster: `aiship local up kubernetes`")
+            pytest.fail(f"no KubernetesAccess block and no {kubeconfig}; start the cluster: `aiship local up kubernetes`")
         api = envs.kubernetes_client(settings, kubeconfig)
     try:
         client.VersionApi(api).get_code()
