@@ -78,7 +78,7 @@ def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool
     if serving is None:
         return None
     now, model = serving.release, release.model
-    if now.git_sha == release.git_sha and now.model.sha256 == model.sha256:
+    if now.git_sha == release.git_sha and now.model.sha256 == model.sha256 and serving.complete:
         return f"{model} at {release.short_sha} already serves in {serving.environment}"
     if by_event and now.model.name == model.name and now.model.version > model.version:
         return (f"{now.model} (newer than v{model.version}) already serves in {serving.environment}; "

@@ -26,6 +26,11 @@ REVISION = "deployment.kubernetes.io/revision"
 # revision when it reuses the ReplicaSet, so a later success of the same template counts again).
 FAILED_REVISION = "io.aiship/rollout-failed-revision"
 FAILED_REASON = "io.aiship/rollout-failed-reason"
+# On the Deployment only: "in-progress" from the apply until the rollout completed or was undone,
+# then "complete". One left "in-progress" by a run that died (a killed worker, a lost lease) is
+# not what serves: promote refuses it, and the next rollout to the environment settles it.
+ROLLOUT_STATE = "io.aiship/rollout"
+IN_PROGRESS, COMPLETE = "in-progress", "complete"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class ServingVersion:
     replicas_ready: int
     replicas_desired: int
     address: str
+    complete: bool = True  # False while its rollout is running, or after a run that applied it died
 
     @property
     def digest(self) -> str:
@@ -133,7 +139,7 @@ def serving_version(api_client, environment: Environment, app_name: str) -> Serv
         return None
     ready = (deployment.get("status") or {}).get("readyReplicas", 0)
     return ServingVersion(environment.name, environment.namespace, release, meta.get(DEPLOYED_AT, ""), ready, desired,
-                          address(environment))
+                          address(environment), complete=meta.get(ROLLOUT_STATE) != IN_PROGRESS)
 
 
 def serving(app: AppRegistration, api_client, names: list[str] | None = None) -> dict[str, ServingVersion | None]:
@@ -204,7 +210,8 @@ def serving_markdown(table: dict[str, ServingVersion | None]) -> str:
             continue
         r = v.release
         lines.append(f"| {name} | `{r.short_sha}` | {r.model.name} | {r.model.version} | `{r.model.sha256[:12]}` | "
-                     f"`{r.digest}` | {v.deployed_at} | {v.replicas_ready}/{v.replicas_desired} | {v.address} |")
+                     f"`{r.digest}`{'' if v.complete else ' (rollout unfinished)'} | {v.deployed_at} | "
+                     f"{v.replicas_ready}/{v.replicas_desired} | {v.address} |")
     return "\n".join(lines)
 
 
@@ -216,7 +223,7 @@ def status_lines(tables: dict[str, dict[str, ServingVersion | None]]) -> list[st
             if v is None:
                 rows.append((app, name, "(nothing serves)", "-", "-", "0/0", "-", "-"))
             else:
-                rows.append((app, name, v.digest, v.release.short_sha or "-", str(v.release.model),
+                rows.append((app, name, v.digest + ("" if v.complete else " (rollout unfinished)"), v.release.short_sha or "-", str(v.release.model),
                              f"{v.replicas_ready}/{v.replicas_desired}", v.deployed_at or "-", v.address))
     return aligned(rows)
 

@@ -245,6 +245,13 @@ def mark_failed(api_client, ns: str, name: str, reason: str) -> None:
                               what=f"annotate ReplicaSet {ns}/{rs['metadata']['name']}")
 
 
+def set_rollout_state(api_client, ns: str, name: str, state: str) -> None:
+    """Records on the Deployment whether its rollout is in progress or settled (see `environments.ROLLOUT_STATE`)."""
+    _, apps = _apis(api_client)
+    patch = {"metadata": {"annotations": {envs.ROLLOUT_STATE: state}}}
+    call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, patch), what=f"annotate Deployment {ns}/{name}")
+
+
 def scale(api_client, ns: str, name: str, replicas: int) -> None:
     """Sets the Deployment's replicas (zero after a first rollout that failed)."""
     _, apps = _apis(api_client)

@@ -13,7 +13,7 @@ from flows import environments as envs
 from flows.apps import app_named
 from flows.deliver import read_serving
 from flows.environments import ServingVersion
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, RolloutError
 from flows.locks import environment_lock
 from flows.release import PinnedRelease
 from flows.rollout import RolloutResult, roll_out
@@ -73,10 +73,7 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     settings = Settings()
     registration = app_named(settings, app)
     source, target = registration.environment(source_environment), registration.environment(target_environment)
-    serving = read_serving(registration, source, settings)
-    if serving is None:
-        raise ConfigurationError(f"nothing of {registration.name} serves in {source.name} to promote; deliver there first")
-    release = serving.release
+    release = promotable(read_serving(registration, source, settings), registration.name, source.name)
     key = f"promotion-{registration.name}"
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))
     if registration.promotion_needs_approval:
@@ -94,6 +91,17 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
     return Promotion(registration.name, source.name, target.name, release.ref, answer.approve, answer.reviewer,
                      answer.comment)
+
+
+def promotable(serving: ServingVersion | None, app: str, source: str) -> PinnedRelease:
+    """The release to promote: what serves in `source`, once its rollout has settled there."""
+    if serving is None:
+        raise ConfigurationError(f"nothing of {app} serves in {source} to promote; deliver there first")
+    if not serving.complete:
+        raise RolloutError("RolloutUnfinished", f"the rollout of {serving.digest} to {source} has not completed "
+                           "(it is running, or the run that applied it died); nothing was promoted: wait for it, or "
+                           f"deliver the same version to {source} again to finish it")
+    return serving.release
 
 
 def pick_release(previous: list[ServingVersion], digest: str | None, environment: str) -> ServingVersion:

@@ -32,7 +32,7 @@ from flows.app_config import ServeSection
 from flows.apps import all_apps, find_app
 from flows.environments import app_image
 from flows.errors import RolloutError
-from flows.release import ANNOTATION_PREFIX, APP, SERVE, PinnedRelease, parse_serve, require_pinned
+from flows.release import ANNOTATION_PREFIX, APP, DIGEST, SERVE, PinnedRelease, parse_serve, require_pinned
 from flows.retry import backoff_delays, retry_condition
 from flows.settings import Environment, Settings
 
@@ -126,7 +126,7 @@ def render_manifests(release: PinnedRelease, environment: Environment, settings:
         "replicas": replicas(environment, serve), "image": release.ref, "env": env, "pull_secret": kube.PULL_SECRET,
         "pod_annotations": release.annotations(),
         "deployment_annotations": {**release.annotations(), envs.DEPLOYED_AT: deployed_at,
-                                   envs.FLOW_RUN: str(runtime_flow_run.id or "")},
+                                   envs.FLOW_RUN: str(runtime_flow_run.id or ""), envs.ROLLOUT_STATE: envs.IN_PROGRESS},
         "progress_deadline_seconds": settings.rollout_progress_deadline_seconds,
         "min_ready_seconds": settings.rollout_min_ready_seconds, "max_surge": settings.rollout_max_surge, "revision_history_limit": 10,
         "termination_grace_seconds": 30, "pre_stop_seconds": 5, "container_port": serve.port, "tmp_size_limit": "64Mi",
@@ -250,7 +250,7 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     name, ns = release.app, environment.namespace
     deployed_at = _utc_now()
     manifests = render_manifests(release, environment, settings, deployed_at)
-    current = kube.read_deployment(api_client, ns, name)
+    current = settle_unfinished(api_client, ns, name, kube.read_deployment(api_client, ns, name))
     previous = find_previous(current, envs.replica_sets(api_client, ns, name) if current else [], release.ref)
     _log().info("applying %s to %s/%s (serving before: %s)", release.ref, ns, name, previous.digest if previous else "nothing")
     kube.apply(api_client, manifests, settings.registry_credentials_block)
@@ -259,6 +259,7 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     limit = settings.rollout_progress_deadline_seconds * (replicas(environment, release.serve) + 1) + 30
     verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
     if verdict.state == "complete":
+        kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
         ready = (deployment.get("status") or {}).get("readyReplicas", 0)
         return RolloutResult(environment.name, ns, release.ref, release.digest, previous.digest if previous else None,
                              round(time.monotonic() - started, 1), ready, envs.address(environment))
@@ -267,16 +268,38 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     kube.mark_failed(api_client, ns, name, verdict.reason)
     if recovery(previous) == "scale-to-zero":
         kube.scale(api_client, ns, name, 0)
+        kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)  # undone: nothing serves, nothing is unfinished
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
     restored_at = _utc_now()[:19]
     restored_serve = parse_serve(previous.annotations.get(SERVE))
     kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve))
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
-    if undo.state != "complete":
+    if undo.state != "complete":  # left "in-progress": nothing reads it as serving, the next rollout settles it
         raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "
                            f"({undo.reason}: {undo.message}); check `kubectl -n {ns} describe deployment {name}`", details)
+    kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
     return _raise_restored(verdict, previous, details)
+
+
+def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settles a rollout that a run left "in-progress" (killed worker, lost lease); returns the Deployment as it is now.
+
+    Called under the environment's lock, so no other run is rolling out there: when the
+    Deployment completed meanwhile it is marked complete; when it did not, it stays as it is and
+    `find_previous` goes back to the newest ReplicaSet with available pods, which is what serves.
+    """
+    ann = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    if deployment is None or ann.get(envs.ROLLOUT_STATE) != envs.IN_PROGRESS:
+        return deployment
+    finished = is_complete(deployment)
+    _log().warning("the rollout of %s to %s (flow run %s) was left unfinished; %s", ann.get(DIGEST, "?"), ns,
+                   ann.get(envs.FLOW_RUN) or "?", "it completed since: marked complete" if finished
+                   else "what serves is the newest earlier version with available pods")
+    if finished:
+        kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
+        return kube.read_deployment(api_client, ns, name)
+    return deployment
 
 
 def _log():

@@ -12,7 +12,7 @@ from flows.deliver import skip_reason
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError, PlatformError
 from flows.local_platform import PARTS, check_parts
-from flows.promote import pick_release
+from flows.promote import pick_release, promotable
 from flows.release import ModelId, Release
 from flows.watch import to_announce
 
@@ -36,6 +36,26 @@ def test_nothing_serving_never_skips():
 def test_the_same_inputs_already_serving_are_skipped_whoever_asks():
     for by_event in (True, False):
         assert "already serves" in skip_reason(serving(3, model_sha=M2), release(3, M2), by_event)
+
+
+def test_the_same_inputs_left_unfinished_by_a_dead_run_are_rolled_out_again():
+    from dataclasses import replace
+
+    assert skip_reason(replace(serving(3, model_sha=M2), complete=False), release(3, M2), by_event=True) is None
+
+
+def test_promote_refuses_a_digest_whose_rollout_is_unfinished():
+    from dataclasses import replace
+
+    from flows.errors import RolloutError
+
+    now = serving(3)
+    assert promotable(now, "aiship-app", "staging") == now.release
+    with pytest.raises(RolloutError, match="has not completed") as caught:
+        promotable(replace(now, complete=False), "aiship-app", "staging")
+    assert caught.value.reason == "RolloutUnfinished"
+    with pytest.raises(ConfigurationError, match="deliver there first"):
+        promotable(None, "aiship-app", "staging")
 
 
 def test_an_event_never_replaces_a_newer_version_of_the_same_model():

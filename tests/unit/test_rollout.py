@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from flows import environments as envs
 from flows import kube, rollout
 from pydantic import ValidationError
 
@@ -341,7 +344,8 @@ class FakeKube:
 
     def __init__(self, monkeypatch, current, verdicts):
         self.calls, self.verdicts = [], list(verdicts)
-        monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: current)
+        self.current = current
+        monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: self.current)
         monkeypatch.setattr(rollout.envs, "replica_sets", lambda api, ns, name: [])
         monkeypatch.setattr(kube, "apply", lambda api, m, block: self.calls.append(("apply", m.deployment["spec"]["template"]["spec"]["containers"][0]["image"])))
         monkeypatch.setattr(kube, "wait", lambda *a: (self.verdicts.pop(0), deployment()))
@@ -349,6 +353,7 @@ class FakeKube:
         monkeypatch.setattr(kube, "restore", lambda api, ns, name, prev, n: self.calls.append(("restore", prev.digest, n)))
         monkeypatch.setattr(kube, "mark_failed", lambda api, ns, name, reason: self.calls.append(("mark_failed", reason)))
         monkeypatch.setattr(kube, "scale", lambda api, ns, name, n: self.calls.append(("scale", n)))
+        monkeypatch.setattr(kube, "set_rollout_state", lambda api, ns, name, state: self.calls.append(("state", state)))
 
 
 SERVING_V1 = with_template(deployment(), template(REF1), {DIGEST: D1, GIT_SHA: "c" * 40, MODEL_VERSION: "1",
@@ -360,7 +365,7 @@ def test_a_failed_rollout_restores_what_served_and_says_so(monkeypatch, settings
     fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("complete")])
     with pytest.raises(RolloutError) as caught:
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
-    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("restore", D1, 2)]
+    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("restore", D1, 2), ("state", "complete")]
     err = caught.value
     assert err.reason == "ImagePullBackOff" and f"restored {D1}" in err.message and "iris v1" in err.message
     assert str(err).startswith("ImagePullBackOff: pod x") and err.details == "events of ('x',)"
@@ -370,14 +375,45 @@ def test_a_failed_first_rollout_scales_to_zero(monkeypatch, settings):
     fake = FakeKube(monkeypatch, None, [PULL_FAILED])
     with pytest.raises(RolloutError, match="scaled to zero") as caught:
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
-    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("scale", 0)] and caught.value.reason == "ImagePullBackOff"
+    assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("scale", 0), ("state", "complete")]
+    assert caught.value.reason == "ImagePullBackOff"
 
 
-def test_a_restore_that_fails_too_is_reported(monkeypatch, settings):
-    FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("failed", "CrashLoopBackOff", "old one crashes")])
+def test_a_restore_that_fails_too_is_reported_and_stays_unfinished(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("failed", "CrashLoopBackOff", "old one crashes")])
     with pytest.raises(RolloutError, match=f"restoring {D1} did not complete either") as caught:
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
-    assert caught.value.reason == "ImagePullBackOff"
+    assert caught.value.reason == "ImagePullBackOff" and ("state", "complete") not in fake.calls
+
+
+def test_the_deployment_is_applied_in_progress_and_marked_complete_when_it_serves(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [rollout.Verdict("complete")])
+    rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2), ("state", "complete")]
+    ann = render_manifests(release(), ENV, settings, "t").deployment["metadata"]["annotations"]
+    assert ann[envs.ROLLOUT_STATE] == envs.IN_PROGRESS
+
+
+def unfinished(complete: bool) -> dict:
+    """SERVING_V1 as a run that died after applying it left it: "in-progress", complete or not."""
+    dep = json.loads(json.dumps(SERVING_V1))
+    dep["metadata"]["annotations"][envs.ROLLOUT_STATE] = envs.IN_PROGRESS
+    if not complete:
+        dep["status"]["updatedReplicas"] = 0
+    return dep
+
+
+def test_an_unfinished_rollout_that_completed_since_is_marked_complete_and_is_what_served(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, unfinished(complete=True), [rollout.Verdict("complete")])
+    result = rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("state", "complete"), ("apply", REF2), ("state", "complete")] and result.previous_digest == D1
+
+
+def test_an_unfinished_rollout_that_never_completed_is_not_what_served(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, unfinished(complete=False), [PULL_FAILED])
+    with pytest.raises(RolloutError, match="scaled to zero"):  # no earlier ReplicaSet has pods in this fake
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls[0] == ("apply", REF2)
 
 
 def test_a_complete_rollout_returns_what_serves_and_what_served(monkeypatch, settings):
