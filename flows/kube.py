@@ -249,7 +249,15 @@ def set_rollout_state(api_client, ns: str, name: str, state: str) -> None:
     """Records on the Deployment whether its rollout is in progress or settled (see `environments.ROLLOUT_STATE`)."""
     _, apps = _apis(api_client)
     patch = {"metadata": {"annotations": {envs.ROLLOUT_STATE: state}}}
-    call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, patch), what=f"annotate Deployment {ns}/{name}")
+    patched = call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, patch), what=f"annotate Deployment {ns}/{name}")
+    # A Deployment's generation counts its annotations too: until the controller has observed the
+    # new one, the Deployment would not read as complete (`rollout.is_complete`) to the next reader.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = read_deployment(api_client, ns, name) or {}
+        if (seen.get("status") or {}).get("observedGeneration", 0) >= patched.metadata.generation:
+            return
+        time.sleep(0.1)
 
 
 def scale(api_client, ns: str, name: str, replicas: int) -> None:

@@ -298,7 +298,7 @@ def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any]
                    else "what serves is the newest earlier version with available pods")
     if finished:
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
-        return kube.read_deployment(api_client, ns, name)
+        ann[envs.ROLLOUT_STATE] = envs.COMPLETE
     return deployment
 
 

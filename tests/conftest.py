@@ -34,3 +34,17 @@ def docker_client():
 # The fixture apps' own tests run inside their images (tests/integration/test_sandbox.py and the
 # e2e tests); collected here, reach's probes would reach this host on purpose.
 collect_ignore_glob = ["fixtures/apps/*"]
+
+
+@pytest.fixture(scope="module")
+def namespaces(api_client):
+    """Namespaces a module's cluster tests create (tests.kube_support.environment); deleted at the end, whatever happened."""
+    from kubernetes import client
+
+    made: list[str] = []
+    yield made
+    for ns in made:
+        try:
+            client.CoreV1Api(api_client).delete_namespace(ns)
+        except Exception:
+            pass

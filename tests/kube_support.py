@@ -115,6 +115,13 @@ def free_node_port(api_client) -> int:
     return random.choice(sorted(set(range(16100, 16180)) - used))
 
 
+def environment(api_client, namespaces: list[str], suffix: str) -> Environment:
+    """An environment of two replicas in a namespace of its own (appended to `namespaces`, for deletion)."""
+    ns = f"aiship-it-{RUN}-{suffix}"
+    namespaces.append(ns)
+    return Environment(name=f"it-{suffix}", namespace=ns, replicas=2, node_port=free_node_port(api_client))
+
+
 def release(ref: str, version: int) -> PinnedRelease:
     git_sha = hashlib.sha1(ref.encode()).hexdigest()  # the same image, the same commit: a re-delivery is identical
     model = ModelId(name="iris", version=version, sha256="e" * 64)
