@@ -86,7 +86,7 @@ def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool
     return None
 
 
-@task(name="read-serving", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+@task(name="read-serving")  # its Kubernetes reads retry themselves (environments._api_call)
 def read_serving(app: AppRegistration, environment: Environment, settings: Settings) -> ServingVersion | None:
     """What serves of an app in an environment now, from its Deployment's annotations."""
     api_client = envs.kubernetes_client(settings)

@@ -110,7 +110,7 @@ def _api_call(what: str, fn):
     except Exception as exc:
         if is_transient(exc):
             raise PlatformError(f"{what}: the Kubernetes API does not answer ({type(exc).__name__}); "
-                                "is the cluster running? `aiship local status kubernetes`") from exc
+                                "is the cluster running? `aiship local status kubernetes`", transient=True) from exc
         raise
 
 

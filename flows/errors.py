@@ -2,7 +2,18 @@
 
 
 class AishipError(Exception):
-    """Raised for every failure aiship explains to its user."""
+    """Raised for every failure aiship explains to its user.
+
+    `transient` says whether the same operation may succeed later (the part it needed did not
+    answer); `flows.retry.is_transient` reads it and nothing else, so an aiship error is retried
+    only when the code that raised it said so.
+    """
+
+    transient: bool = False
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class ConfigurationError(AishipError):

@@ -30,7 +30,7 @@ from flows.errors import ImageBuildError
 from flows.model_store.base import FetchedModel
 from flows.oci import ModelLayer
 from flows.release import LABEL_CREATED, Release
-from flows.retry import retry_condition
+from flows.retry import is_transient, retry_condition
 from flows.settings import Settings
 from flows.source import SourceTree
 
@@ -269,7 +269,8 @@ def run_build(client: Any, members: list[tuple[str, Path]], tag: str, labels: di
                 log.info("docker build: %s", line)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise ImageBuildError(
-            f"docker build of {tag} failed at {progress.step or 'the context upload'}: {exc}; is Docker running?"
+            f"docker build of {tag} failed at {progress.step or 'the context upload'}: {exc}; is Docker running?",
+            transient=is_transient(exc),
         ) from exc
     finally:
         reader.close()
@@ -310,7 +311,7 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
                 said.append(str((chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
                                 or chunk.get("message") or chunk.get("stream") or chunk).strip())
         except docker.errors.APIError as exc:
-            raise ImageBuildError(f"docker load of {tag} failed: {exc}; is Docker running?") from exc
+            raise ImageBuildError(f"docker load of {tag} failed: {exc}; is Docker running?", transient=is_transient(exc)) from exc
         finally:
             reader.close()
             writer.join(timeout=60)
@@ -432,7 +433,8 @@ def docker_client() -> Any:
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:  # the SDK raises several types for "no daemon"
-        raise ImageBuildError(f"cannot reach dockerd ({exc}); is Docker running? `aiship local up docker`") from exc
+        raise ImageBuildError(f"cannot reach dockerd ({exc}); is Docker running? `aiship local up docker`",
+                              transient=is_transient(exc)) from exc
     return client
 
 

@@ -113,14 +113,11 @@ def is_transient_message(message: str) -> bool:
 
 
 def push_error(repo: str, tag: str, message: str) -> ImagePushError:
-    """An ImagePushError whose cause marks it transient (flows.retry follows `__cause__`) or not."""
+    """An ImagePushError, transient when `message` says the registry was down or busy."""
     transient = is_transient_message(message)
     hint = ("the registry may be down or busy; the push is retried" if transient
             else "check the registry credentials block and the repository name")
-    error = ImagePushError(f"push of {repo}:{tag} failed: {message}; {hint}")
-    if transient:
-        error.__cause__ = ConnectionError(message)
-    return error
+    return ImagePushError(f"push of {repo}:{tag} failed: {message}; {hint}", transient=transient)
 
 
 # ---------------------------------------------------------------- push

@@ -2,8 +2,12 @@
 
 Timeouts, connection errors, HTTP 5xx and 429 are transient: the same call may succeed later.
 Everything else (404, 403, an integrity failure, a failed smoke test) is an answer, not an
-accident, and is never retried. Tasks use `retry_condition` as Prefect's `retry_condition_fn`;
-plain code (the model store, the CLI) uses `call_with_retries`.
+accident, and is never retried.
+
+One retry layer per call: a call that can be repeated on its own (a Kubernetes read or patch,
+a model store request) retries in `call_with_retries`, about 30 s in all, and its task has no
+Prefect retries; a task whose work is one long operation (a build, a push, a clone) retries as
+a whole with `retry_condition` as Prefect's `retry_condition_fn`.
 """
 
 from __future__ import annotations
@@ -79,9 +83,13 @@ def _is_transient_one(exc: BaseException) -> bool | None:
 def is_transient(exc: BaseException) -> bool:
     """True when retrying `exc` may help: a timeout, a connection error, HTTP 5xx or 429.
 
-    Follows `raise ... from` chains, so an aiship error wrapping a 503 is transient too, but an
-    aiship error with no transient cause (an integrity failure, a 404) is not.
+    An aiship error is transient when it says so (`AishipError.transient`, set where it is raised).
+    For others, follows `raise ... from` chains (an SDK error wrapping a connection reset).
     """
+    from flows.errors import AishipError
+
+    if isinstance(exc, AishipError):
+        return exc.transient
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -111,8 +119,8 @@ def call_with_retries(
     fn: Callable[[], T],
     *,
     what: str,
-    attempts: int = 4,
-    first_delay: float = 0.5,
+    attempts: int = 6,
+    first_delay: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Calls `fn()`, retrying transient errors with growing delays; non-transient errors raise at once.

@@ -33,7 +33,6 @@ from flows.apps import all_apps, find_app
 from flows.environments import app_image
 from flows.errors import RolloutError
 from flows.release import ANNOTATION_PREFIX, APP, DIGEST, SERVE, PinnedRelease, parse_serve, require_pinned
-from flows.retry import backoff_delays, retry_condition
 from flows.settings import Environment, Settings
 
 TEMPLATES = files("flows") / "deployments"
@@ -339,7 +338,7 @@ def result_markdown(result: RolloutResult) -> str:
             f"| pods ready | {result.pods_ready} |\n| seconds | {result.seconds} |\n| address | {result.address} |\n")
 
 
-@task(name="roll-out", retries=3, retry_delay_seconds=backoff_delays(4, first=2.0), retry_condition_fn=retry_condition)
+@task(name="roll-out")  # each Kubernetes call retries itself (flows/kube.py); a failed rollout is an answer
 def roll_out(release: PinnedRelease, environment: Environment, kubeconfig: str | None = None) -> RolloutResult:
     """Rolls a digest-pinned image out to an environment and rolls back by itself when it fails.
 

@@ -13,7 +13,6 @@ from flows.events import emit_model_registered
 from flows.manifest import NAME_PATTERN
 from flows.model_store import get_store
 from flows.model_store.base import ModelRef, ModelStore
-from flows.retry import backoff_delays, retry_condition
 from flows.settings import Settings
 
 
@@ -38,7 +37,7 @@ def to_announce(published: dict[str, list[int]], seen: dict[str, int] | None) ->
     return out
 
 
-@task(name="list-published", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+@task(name="list-published")  # each store request retries itself (model_store.base)
 def list_published(settings: Settings) -> dict[str, list[int]]:
     """Every model in the store with its published versions."""
     store = get_store(settings)

@@ -133,8 +133,8 @@ def check_model_file(path: Path, allowed_types: Iterable[str] | None = None, app
 class BaseModelStore(ABC):
     """publish / versions / resolve / fetch, written once over a backend's primitives."""
 
-    attempts: int = 4  # tries per network call, with growing delays (flows.retry)
-    first_delay: float = 0.5
+    attempts: int = 6  # tries per network call, with growing delays: about 30 s in all (flows.retry)
+    first_delay: float = 1.0
 
     # --- primitives each backend implements ---
     @abstractmethod
@@ -173,7 +173,7 @@ class BaseModelStore(ABC):
             raise
         except Exception as exc:
             hint = f"gave up after {self.attempts} attempts; is the store at {self._uri('')} running?" if is_transient(exc) else "check the store's settings and credentials block"
-            raise ModelStoreError(f"{what} failed: {type(exc).__name__}: {exc}; {hint}") from exc
+            raise ModelStoreError(f"{what} failed: {type(exc).__name__}: {exc}; {hint}", transient=is_transient(exc)) from exc
 
     def _claimed_and_visible(self, name: str) -> tuple[set[int], set[int]]:
         prefix = f"models/{name}/"

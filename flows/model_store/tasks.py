@@ -8,11 +8,10 @@ from prefect import task
 
 from flows.model_store import get_store
 from flows.model_store.base import FetchedModel, ModelRef
-from flows.retry import backoff_delays, retry_condition
 from flows.settings import Settings
 
 
-@task(name="resolve-model", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+@task(name="resolve-model")  # each store request retries itself (model_store.base)
 def resolve_model(name: str, version: int | None, settings: Settings) -> ModelRef:
     """Resolves a model version in the configured store (None means the newest).
 
@@ -27,7 +26,7 @@ def resolve_model(name: str, version: int | None, settings: Settings) -> ModelRe
     return get_store(settings).resolve(name, version)
 
 
-@task(name="fetch-model", retries=3, retry_delay_seconds=backoff_delays(4, first=1.0), retry_condition_fn=retry_condition)
+@task(name="fetch-model")  # each store request retries itself (model_store.base)
 def fetch_model(ref: ModelRef, dest: Path, settings: Settings) -> FetchedModel:
     """Downloads a model version into `dest` and verifies its size and sha256 before returning.
 

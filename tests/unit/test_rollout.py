@@ -438,12 +438,6 @@ def test_only_transient_api_errors_are_retried():
     assert not is_transient(RolloutError("ImagePullBackOff", "restored sha256:…"))
 
 
-def test_the_task_is_retried_only_on_transient_errors():
-    from flows.retry import retry_condition
-
-    assert rollout.roll_out.retries == 3 and rollout.roll_out.retry_condition_fn is retry_condition
-
-
 def test_previous_digest_property():
     assert Previous(template(REF1), {DIGEST: D1}).digest == D1
     assert Previous(template(REF1), {}).digest == D1  # from the image when the annotation is missing

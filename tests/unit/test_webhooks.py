@@ -458,10 +458,7 @@ def test_unknown_version_is_ignored_not_retried(client, emitter, resolver):
 
 def test_unreachable_store_is_503_so_event_grid_retries(client, emitter, resolver):
     event = blob_created("models/x/3/manifest.json", event_id="eg-2")
-    try:
-        raise ModelStoreError("read failed") from ConnectionError("refused")
-    except ModelStoreError as exc:
-        resolver.error = exc
+    resolver.error = ModelStoreError("read failed: ConnectionError: refused", transient=True)
     assert client.post("/eventgrid", headers=KEY, json=[event]).status_code == 503
     resolver.error = None
     assert client.post("/eventgrid", headers=KEY, json=[event]).status_code == 200
@@ -589,7 +586,7 @@ def test_one_bad_event_in_a_batch_does_not_emit_half_the_batch(client, emitter, 
 
     def flaky(name, version):
         if name == "y":
-            raise ModelStoreError("read failed") from TimeoutError("slow")
+            raise ModelStoreError("read failed: TimeoutError: slow", transient=True)
         return FakeResolver()(name, version)
 
     client.application.extensions["aiship_webhooks"]["resolve"] = flaky
