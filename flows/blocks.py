@@ -124,8 +124,10 @@ class KubernetesAccess(Block):
         """A synchronous `kubernetes.client.ApiClient` for the cluster."""
         from kubernetes import config as kube_config
 
-        return kube_config.new_client_from_config_dict(config_dict=self.kubeconfig.get_secret_value(),
-                                                       context=self.context_name)
+        from flows.environments import api_client_from
+
+        return api_client_from(lambda cfg: kube_config.load_kube_config_from_dict(
+            self.kubeconfig.get_secret_value(), context=self.context_name, client_configuration=cfg))
 
 
 def _registry_block(settings: Settings):

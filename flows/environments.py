@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flows.errors import ConfigurationError, PlatformError, RolloutError
@@ -88,7 +89,7 @@ def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
 
     if kubeconfig is not None:
         try:
-            return kube_config.new_client_from_config(config_file=str(kubeconfig))
+            return api_client_from(lambda cfg: kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg))
         except (OSError, kube_config.ConfigException) as exc:
             raise ConfigurationError(f"cannot use kubeconfig {kubeconfig}: {exc}; is the cluster up? `aiship local up kubernetes`") from exc
     from flows.blocks import KubernetesAccess, load_block
@@ -99,6 +100,20 @@ def kubernetes_client(settings: Settings, kubeconfig: str | Path | None = None):
     except (kube_config.ConfigException, ValueError, TypeError) as exc:
         raise ConfigurationError(f"the KubernetesAccess block {settings.kubernetes_credentials_block!r} holds no usable "
                                  f"kubeconfig ({exc}); save it again from a kubeconfig file") from exc
+
+
+def api_client_from(load: Callable[[Any], None]):
+    """An ApiClient configured by `load(configuration)`, without urllib3's own retries.
+
+    aiship retries each call itself (`flows.retry.call_with_retries`); urllib3's three silent
+    retries under it would be a second layer.
+    """
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    load(configuration)
+    configuration.retries = False
+    return client.ApiClient(configuration)
 
 
 def _api_call(what: str, fn):

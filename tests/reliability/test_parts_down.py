@@ -23,7 +23,7 @@ from flows.errors import ImagePushError, ModelStoreError
 from flows.release import DIGEST
 from flows.rollout import roll_out_release
 from tests.fixtures.models import good_model
-from tests.kube_support import environment, release, version_at
+from tests.kube_support import environment, release, version_at, wait_until_settled
 from tests.reliability.faults import REPO, wait_for
 
 
@@ -83,8 +83,10 @@ def test_the_api_server_killed_during_a_rollout_wait_is_waited_out(settings, api
     result = rollout.outcome(180)
     assert (result.digest, result.previous_digest) == (new.digest, release(images["v1"], 1).digest)
     assert [r for r in caplog.records if "attempt" in r.getMessage()], "no call was retried: the fault missed"
-    # kube-proxy re-syncs its rules once it reaches the new API server; until then the NodePort may refuse
-    assert wait_for("v2 answering on the NodePort", lambda: answered(env), timeout=60) == "v2"
+    # kube-proxy re-syncs its rules once it reaches the new API server; until then the NodePort may
+    # refuse, or still reach a v1 pod in its preStop pause
+    wait_until_settled(api_client, env.namespace)
+    wait_for("v2 answering on the NodePort", lambda: answered(env) == "v2", timeout=60)
 
 
 def answered(env) -> str | None:
