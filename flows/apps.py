@@ -19,7 +19,8 @@ import shutil
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Annotated
 
 from flows.app_config import AppConfig, AppName, BranchName, load_toml, read_app_config, require_name
 from flows.errors import ConfigurationError, PlatformError
@@ -30,6 +31,18 @@ VARIABLE_PREFIX = "aiship-app-"
 PAGE = 200  # the Prefect server's largest page of Variables
 
 
+def _owned_source(pattern: str) -> str:
+    """A source pattern names its owner (organisation, or Azure DevOps project) exactly; the repository may be a glob."""
+    owner, slash, repo = pattern.partition("/")
+    if not slash or not owner or not repo or any(c in owner for c in "*?[]"):
+        raise ValueError(f"source {pattern!r} must be owner/repository with the owner spelt out (e.g. contoso/shop or "
+                         "contoso/*): a pattern that any owner matches would let a fork or a stranger's repository deliver")
+    return pattern
+
+
+SourcePattern = Annotated[str, AfterValidator(_owned_source)]
+
+
 class AppRegistration(BaseModel):
     """What the operator decides about one app: where its code comes from and where it goes."""
 
@@ -38,7 +51,7 @@ class AppRegistration(BaseModel):
     name: AppName = Field(description="The app's name; its aiship.toml must say the same.")
     repository: str = Field(min_length=1, description="Git URL or path the app's code is checked out from.")
     # No defaults: a registration that claimed everything would tie with the first app on every event.
-    sources: list[str] = Field(min_length=1, description="Repository names (owner/repo) whose push events deliver this app; globs allowed.")
+    sources: list[SourcePattern] = Field(min_length=1, description="Repository names (owner/repo) whose push events deliver this app; the repository part may be a glob, the owner may not.")
     branch: BranchName = Field(default="main", description="The branch whose pushes deliver the app; a model registration delivers it too, and publish reads aiship.toml from it.")
     models: list[str] = Field(min_length=1, description="Model names this app serves; globs allowed. The most specific claim wins.")
     default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")

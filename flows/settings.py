@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     default_model: str = Field(default="breast-cancer", description="Model delivered with a pushed commit of the first app when nothing serves yet.")
     app_name: str = Field(default="aiship-app", description="The first app's name: its aiship.toml must say the same; its image repository and Kubernetes name.")
     app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
-    app_sources: list[str] = Field(default_factory=lambda: ["*"], description="Repository names (owner/repo) whose pushes deliver the first app (globs; JSON list).")
+    app_sources: list[str] = Field(default_factory=lambda: ["local/aiship"], description="Repository names (owner/repo) whose pushes deliver the first app (JSON list; the repository part may be a glob, the owner may not). The default is the local git repository's.")
     app_branch: BranchName = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")

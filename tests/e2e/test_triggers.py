@@ -155,7 +155,7 @@ def test_2_git_push_delivers_that_commit(api, model, platform, tmp_path):
 def test_3_signed_github_webhook_triggers_and_a_wrong_signature_does_not(api, platform):
     secret = webhook_secret(platform)
     serving_sha = served()["git_sha"]
-    repo = f"e2e-trig-{uuid.uuid4().hex[:8]}/aiship"
+    repo = "local/aiship"  # the first app's configured repository (AISHIP_APP_SOURCES' default)
     since = now()
     answer = send_github(platform, github_push_body(repo, serving_sha, pusher="e2e-bot"), secret)
     assert answer.status_code == 200 and answer.json()["status"] == "emitted", answer.text
@@ -167,13 +167,16 @@ def test_3_signed_github_webhook_triggers_and_a_wrong_signature_does_not(api, pl
     assert not [t for t in api.task_runs(final["id"]) if t["name"].startswith(("build-image", "roll-out"))], \
         "a push of the serving commit must be skipped, not built or rolled out"
 
-    forged_repo = f"e2e-trig-{uuid.uuid4().hex[:8]}/aiship"
+    forged_repo, fork = (f"e2e-trig-{uuid.uuid4().hex[:8]}/aiship" for _ in range(2))
     since = now()
     forged = send_github(platform, github_push_body(forged_repo, serving_sha), secret + "-wrong")
     assert forged.status_code == 401, forged.text
+    unclaimed = send_github(platform, github_push_body(fork, serving_sha), secret)  # signed, but no app's repository
+    assert unclaimed.status_code == 202 and unclaimed.json()["status"] == "ignored", unclaimed.text
     time.sleep(8)  # longer than event -> run takes here (bench/triggers.py)
-    assert api.events("aiship.git.pushed", f"aiship.repo.{forged_repo}", since) == []
-    assert api.runs("deliver-commit", since, repo=forged_repo) == []
+    for other in (forged_repo, fork):
+        assert api.events("aiship.git.pushed", f"aiship.repo.{other}", since) == []
+        assert api.runs("deliver-commit", since, repo=other) == []
 
 
 def test_4_eventgrid_validation_and_blob_created(api, model, platform):

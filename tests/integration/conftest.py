@@ -30,3 +30,18 @@ def registry_credentials(settings):
         return load_credentials(settings.registry_credentials_block)
     except ConfigurationError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def pushes_app(settings):
+    """An app registered for the repositories `aiship-tests/*` that these tests push from, so that the
+    receiver delivers their pushes (no deployment trigger starts a run for an `aiship-tests` repository)."""
+    from flows.apps import AppRegistration, register, unregister
+    from flows.settings import Environment
+
+    app = AppRegistration(name="aiship-tests-pushes", repository="/nonexistent/aiship-tests-pushes",
+                          sources=["aiship-tests/*"], models=["aiship-tests-pushes-*"],
+                          environments={"staging": Environment(name="staging", namespace="aiship-tests-pushes", node_port=16198)})
+    register(app, settings)
+    yield app
+    unregister(app.name)

@@ -18,6 +18,8 @@ import pytest
 from flows.settings import REPO_ROOT
 from tests.prefect_events import read_events, running_receiver, wait_for_event
 
+pytestmark = pytest.mark.usefixtures("pushes_app")  # the repositories these tests push from deliver an app
+
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "aiship test", "GIT_AUTHOR_EMAIL": "test@aiship", "GIT_COMMITTER_NAME": "aiship test",
            "GIT_COMMITTER_EMAIL": "test@aiship", "GIT_CONFIG_GLOBAL": "/dev/null"}

@@ -19,6 +19,8 @@ from flows.settings import REPO_ROOT
 from tests.prefect_events import answers, read_events, running_receiver, wait_for_event
 from flows.webhooks import github_signature
 
+pytestmark = pytest.mark.usefixtures("pushes_app")  # the repositories these tests push from deliver an app
+
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from flows.app_config import AppConfigError
 from flows.apps import AppRegistration, check_no_clash, find_app, parse_registration, route
@@ -26,7 +27,7 @@ node_port = 16191
 """
 
 
-def app(name: str, models: list[str], sources: list[str] = ("*",), port: int = 16100) -> AppRegistration:
+def app(name: str, models: list[str], sources: list[str] = ("acme/*",), port: int = 16100) -> AppRegistration:
     return AppRegistration(name=name, repository=f"/git/{name}", models=models, sources=list(sources),
                            environments={"staging": Environment(name="staging", namespace=f"{name}-s", node_port=port)})
 
@@ -122,3 +123,18 @@ def test_two_apps_may_not_share_a_node_port():
 def test_an_unknown_app_names_the_known_ones():
     with pytest.raises(ConfigurationError, match=r"unknown app 'nope'; apps aiship delivers: a, b"):
         find_app([app("a", ["x"]), app("b", ["y"], port=16101)], "nope")
+
+
+@pytest.mark.parametrize("pattern", ["*", "*/*", "*/shop", "shop", "con*/shop", "contoso/", "/shop"])
+def test_a_source_must_name_its_owner(pattern):
+    with pytest.raises(ValidationError, match="owner spelt out"):
+        app("shop", ["m"], sources=[pattern])
+
+
+def test_the_first_app_delivers_only_the_local_repository_by_default(monkeypatch):
+    monkeypatch.delenv("AISHIP_APP_SOURCES", raising=False)
+    first = Settings().default_app()
+    assert first.sources == ["local/aiship"]
+    assert route([first], "local/aiship", "sources").name == first.name
+    with pytest.raises(ConfigurationError):
+        route([first], "someone/aiship", "sources")
