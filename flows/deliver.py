@@ -9,8 +9,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -34,7 +35,7 @@ from flows.retry import backoff_delays, retry_condition
 from flows.rollout import roll_out
 from flows.settings import Environment, Settings
 from flows.smoke_test import smoke_test
-from flows.source import SourceTree, check_out
+from flows.source import SourceTree, check_out, is_ancestor
 
 # Deployments started by events: they never replace a newer model version that already serves.
 EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
@@ -72,9 +73,11 @@ class StageClock:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - started, 2)
 
 
-def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool) -> str | None:
+def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool,
+                is_ancestor: Callable[[str, str], bool] = lambda older, newer: False) -> str | None:
     """Why this release must not roll out, or None: the same inputs already serve, or (for an
-    event) a newer version of the same model serves. A redeploy from the UI may go back on purpose."""
+    event) a newer version of the same model or a newer commit serves; `is_ancestor(older, newer)`
+    answers from the app's history. A redeploy from the UI or CLI may go back on purpose."""
     if serving is None:
         return None
     now, model = serving.release, release.model
@@ -83,6 +86,10 @@ def skip_reason(serving: ServingVersion | None, release: Release, by_event: bool
     if by_event and now.model.name == model.name and now.model.version > model.version:
         return (f"{now.model} (newer than v{model.version}) already serves in {serving.environment}; "
                 f"run the `deliver` deployment with model_version={model.version} to pin it")
+    if by_event and now.git_sha and is_ancestor(release.git_sha, now.git_sha):
+        return (f"commit {release.short_sha} is older than {now.short_sha}, which serves in {serving.environment} (an "
+                f"event never moves an environment back); run the `deliver` deployment with git_ref={release.git_sha} "
+                "to redeploy it on purpose")
     return None
 
 
@@ -155,7 +162,7 @@ def ship(app: AppRegistration, release: Release, source: SourceTree, config: App
         clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
         # Runs waiting here start in no set order: look again at what serves once it is our turn.
         serving = read_serving(app, env, settings)
-        if reason := skip_reason(serving, release, by_event):
+        if reason := skip_reason(serving, release, by_event, partial(is_ancestor, source)):
             return skipped(release, env, reason, serving, clock)
         with clock.stage("roll_out"):
             result = roll_out(pinned, env)
@@ -182,7 +189,7 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
             model = resolve_model(model_name, model_version, settings)
             serving = read_serving(app, env, settings)
         release = Release(app=app.name, git_sha=source.sha, model=model, serve=config.serve)
-        if reason := skip_reason(serving, release, by_event):
+        if reason := skip_reason(serving, release, by_event, partial(is_ancestor, source)):
             return skipped(release, env, reason, serving, clock)
         return ship(app, release, source, config, model, env, settings, workdir, clock, by_event)
     finally:

@@ -36,6 +36,15 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
+def is_ancestor(source: SourceTree, older: str, newer: str) -> bool:
+    """True when commit `older` is a proper ancestor of `newer` in `source`'s history (False when either is unknown)."""
+    if older == newer:
+        return False
+    proc = subprocess.run(["git", "merge-base", "--is-ancestor", older, newer], cwd=source.path,
+                          capture_output=True, text=True, check=False)
+    return proc.returncode == 0
+
+
 def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> SourceTree:
     """Clones `repo_url` into a temporary work tree and checks out `git_ref` (branch, tag or SHA)."""
     root = Path(tempfile.mkdtemp(prefix="aiship-src-", dir=workdir))

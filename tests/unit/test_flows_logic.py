@@ -58,6 +58,15 @@ def test_promote_refuses_a_digest_whose_rollout_is_unfinished():
         promotable(None, "aiship-app", "staging")
 
 
+def test_an_event_never_moves_an_environment_to_an_older_commit_but_a_redeploy_may():
+    history = {(SHA_A, SHA_B)}  # SHA_A is an ancestor of SHA_B, which serves
+    older = lambda a, b: (a, b) in history  # noqa: E731
+    reason = skip_reason(serving(3, git_sha=SHA_B), release(3), by_event=True, is_ancestor=older)
+    assert reason and "older than" in reason and f"git_ref={SHA_A}" in reason
+    assert skip_reason(serving(3, git_sha=SHA_B), release(3), by_event=False, is_ancestor=older) is None
+    assert skip_reason(serving(3, git_sha=SHA_A), release(3, git_sha=SHA_B), by_event=True, is_ancestor=older) is None
+
+
 def test_an_event_never_replaces_a_newer_version_of_the_same_model():
     reason = skip_reason(serving(5), release(4), by_event=True)
     assert reason and "newer" in reason and "model_version=4" in reason

@@ -1,0 +1,29 @@
+"""flows.source on a real git repository made in a temporary folder (git only, no services)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from flows.source import checkout, is_ancestor
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+def commit(repo, message: str) -> str:
+    (repo / "f").write_text(message)
+    subprocess.run(["git", "add", "f"], cwd=repo, check=True, env=GIT_ENV)
+    subprocess.run(["git", "commit", "-qm", message], cwd=repo, check=True, env=GIT_ENV)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, env=GIT_ENV, capture_output=True, text=True).stdout.strip()
+
+
+def test_is_ancestor_answers_from_the_checked_out_history(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True, env=GIT_ENV)
+    first, second = commit(repo, "one"), commit(repo, "two")
+    tree = checkout(str(repo), "main", workdir=tmp_path)
+    assert tree.sha == second
+    assert is_ancestor(tree, first, second) and not is_ancestor(tree, second, first)
+    assert not is_ancestor(tree, second, second) and not is_ancestor(tree, "f" * 40, second)
