@@ -83,6 +83,19 @@ def cluster_client(settings: Settings):
     return api
 
 
+def short_deadlines() -> Settings:
+    """Settings with short deadlines, which keep failing rollouts quick; the logic is the one staging uses.
+    A module makes it its `settings` fixture: `settings = pytest.fixture(scope="module")(short_deadlines)`."""
+    return Settings(rollout_progress_deadline_seconds=40, rollout_min_ready_seconds=1)
+
+
+def module_cluster(settings):
+    """The cluster for a module's tests, closed at its end: `api_client = pytest.fixture(scope="module")(module_cluster)`."""
+    api = cluster_client(settings)
+    yield api
+    api.close()
+
+
 def build_and_push(docker_client, registry: dict, mark: str, user: str = "65534", env: dict[str, str] | None = None) -> str:
     """Builds the tiny server image with MARK=`mark` (and `env`) running as `user`, pushes it, returns `repo@sha256:…`."""
     context = io.BytesIO()

@@ -18,21 +18,11 @@ import pytest
 from flows import environments as envs
 from flows.errors import RolloutError
 from flows.rollout import roll_out_release
-from flows.settings import Environment, Settings
-from tests.kube_support import build_and_push, cluster_client, environment, release, version_at, wait_until_settled
+from flows.settings import Environment
+from tests.kube_support import build_and_push, environment, module_cluster, release, short_deadlines, version_at, wait_until_settled
 
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    # short deadlines keep the failure tests quick; the logic is the one staging uses
-    return Settings(rollout_progress_deadline_seconds=40, rollout_min_ready_seconds=1)
-
-
-@pytest.fixture(scope="module")
-def api_client(settings):
-    api = cluster_client(settings)
-    yield api
-    api.close()
+settings = pytest.fixture(scope="module", name="settings")(short_deadlines)
+api_client = pytest.fixture(scope="module", name="api_client")(module_cluster)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from flows.settings import Settings
-from tests.kube_support import build_and_push, cluster_client
+from tests.kube_support import build_and_push, module_cluster, short_deadlines
 
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    # short deadlines keep the faults quick; the logic is the one staging uses
-    return Settings(rollout_progress_deadline_seconds=40, rollout_min_ready_seconds=1)
-
-
-@pytest.fixture(scope="module")
-def api_client(settings):
-    api = cluster_client(settings)
-    yield api
-    api.close()
+settings = pytest.fixture(scope="module", name="settings")(short_deadlines)
+api_client = pytest.fixture(scope="module", name="api_client")(module_cluster)
 
 
 @pytest.fixture(scope="module")
