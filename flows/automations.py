@@ -1,6 +1,11 @@
 """Automations aiship keeps on the Prefect server, registered by `aiship deploy` with the deployments.
 
-One for now: a flow run whose process died (its machine, its worker or the process itself went
+Failures are told: a delivery, promotion or rollback that fails (a rolled-back rollout fails its
+run too) or crashes sends a notification through the Prefect notification block named by
+`AISHIP_NOTIFY_BLOCK` (a Slack- or Teams-shaped webhook, e.g. CustomWebhookNotificationBlock);
+without that block nothing is sent and `aiship deploy` says so.
+
+Silent runs are ended: a flow run whose process died (its machine, its worker or the process itself went
 away) would stay *Running* in the UI forever. Every flow run of Prefect 3.9 sends the event
 `prefect.flow-run.heartbeat` while its process lives (every 180 s by default, also while it is
 paused for an approval), so a run that sent none and reached no final state for
@@ -13,7 +18,7 @@ from datetime import timedelta
 
 from prefect.automations import Automation
 from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
@@ -50,10 +55,36 @@ def silent_runs_automation(silence_seconds: int, name: str = SILENT_RUNS, runs: 
     )
 
 
-def ensure_automations(settings: Settings) -> list[str]:
-    """Creates aiship's automations on the configured server, or updates them to the current
-    definition (found by name); returns their names."""
-    wanted = silent_runs_automation(settings.flow_run_silence_seconds)
+FAILURES = "aiship-notify-failures"
+DELIVERY_FLOWS = ("deliver", "deliver-commit", "promote", "rollback")
+FAILED = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
+
+
+def failure_notification_automation(block_document_id, flows: tuple[str, ...] = DELIVERY_FLOWS,
+                                    name: str = FAILURES) -> Automation:
+    """The automation that sends a notification through block `block_document_id` when a run of one of `flows` fails or crashes."""
+    return Automation(
+        name=name,
+        description="Tells the team when a delivery, promotion or rollback failed or crashed (a rolled-back "
+                    "rollout fails its run). Registered by `aiship deploy`.",
+        trigger=EventTrigger(
+            expect=set(FAILED),
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": list(flows)}),
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[SendNotification(
+            block_document_id=block_document_id,
+            subject="aiship: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}",
+            body="{{ flow.name }} run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}\n"
+                 "parameters: {{ flow_run.parameters }}\n{{ flow_run|ui_url }}",
+        )],
+    )
+
+
+def _upsert(wanted: Automation) -> str:
     try:
         existing = Automation.read(name=wanted.name)
     except ValueError:  # Prefect's "not found"
@@ -61,4 +92,27 @@ def ensure_automations(settings: Settings) -> list[str]:
     else:
         wanted.id = existing.id
         wanted.update()
-    return [wanted.name]
+    return wanted.name
+
+
+def notify_block_id(block_name: str):
+    """The id of the notification block `block_name` (any notification block type), or None when there is none."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        found = client.read_block_documents(limit=200)
+    matches = [doc for doc in found if doc.name == block_name and "notify" in (doc.block_schema.capabilities or [])]
+    return matches[0].id if matches else None
+
+
+def ensure_automations(settings: Settings) -> list[str]:
+    """Creates aiship's automations on the configured server, or updates them to the current
+    definition (found by name); returns their names, and why one is missing."""
+    names = [_upsert(silent_runs_automation(settings.flow_run_silence_seconds))]
+    block_id = notify_block_id(settings.notify_block)
+    if block_id is None:
+        names.append(f"(no {FAILURES}: no notification block {settings.notify_block!r}; create one, e.g. a "
+                     "CustomWebhookNotificationBlock for a Slack or Teams webhook, and run `aiship deploy` again)")
+    else:
+        names.append(_upsert(failure_notification_automation(block_id)))
+    return names

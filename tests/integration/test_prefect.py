@@ -65,3 +65,58 @@ def test_a_run_that_stops_sending_heartbeats_is_marked_crashed_and_a_finished_on
     assert silent_run.state.type.value == "CRASHED", silent_run.state
     assert "no heartbeat for 10 s" in (silent_run.state.message or "")
     assert finished_run.state.type.value == "COMPLETED", finished_run.state
+
+
+def test_a_failed_delivery_run_is_told_through_the_notification_block(prefect_api):
+    """The automation `aiship deploy` registers, watching a flow of this test only, sends a
+    Slack-shaped webhook through a CustomWebhookNotificationBlock to a receiver on 127.0.0.1."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect import flow
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flows.automations import failure_notification_automation
+
+    got: list[dict] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append({"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tag = uuid.uuid4().hex[:8]
+    block = CustomWebhookNotificationBlock(name="aiship-tests", url=f"http://127.0.0.1:{server.server_port}/hook/{{{{token}}}}",
+                                           json_data={"text": "{{subject}}\n{{body}}"}, secrets={"token": "t0ken"})
+    block_id = block.save(f"aiship-tests-notify-{tag}", overwrite=True)
+    name = f"aiship-tests-doomed-{tag}"
+    automation = failure_notification_automation(block_id, flows=(name,), name=f"aiship-tests-notify-{tag}").create()
+
+    @flow(name=name)
+    def doomed(fail: bool) -> None:
+        if fail:
+            raise RuntimeError("rollout of sha256:feed failed: CrashLoopBackOff; restored sha256:beef")
+
+    try:
+        time.sleep(2)  # the automation reaches the server's triggers
+        assert doomed(fail=False, return_state=True).is_completed()
+        assert doomed(fail=True, return_state=True).is_failed()
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(3)  # a notification for the completed run would have come by now too
+    finally:
+        automation.delete()
+        server.shutdown()
+        CustomWebhookNotificationBlock.delete(f"aiship-tests-notify-{tag}")
+    assert len(got) == 1, got
+    text = got[0]["body"]["text"]
+    assert got[0]["path"] == "/hook/t0ken"  # the URL's secret part came from the block's secrets
+    assert name in text and "Failed" in text and "CrashLoopBackOff" in text, text
