@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from flows import environments as envs
 from flows.app_config import AppConfig
 from flows.app_tests import build_test_image, test_app
+from flows.cleanup import clean_up
 from flows.apps import AppRegistration, all_apps, find_app, push_target, read_config, route
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError
@@ -195,6 +196,7 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
     finally:
         shutil.rmtree(source.path, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+        clean_up(app.name, settings.registry_host, settings.keep_images, sweep=True)
 
 
 @flow(name="deliver")

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     webhook_secret_block: str = Field(default="aiship-webhook-secret", description="Name of the Prefect Secret block holding the shared secret of GitHub webhooks.")
     eventgrid_key_block: str = Field(default="aiship-eventgrid-key", description="Name of the Prefect Secret block holding the key Event Grid sends in its aeg-sas-key header.")
     azure_repos_secret_block: str = Field(default="aiship-azure-repos-secret", description="Name of the Prefect Secret block holding the password (or X-Aiship-Secret header) of the Azure DevOps service hook.")
+    keep_images: int = Field(default=5, ge=1, description="Images of each app kept in the local Docker engine after a delivery (newest first; the registry keeps every pushed digest).")
     notify_block: str = Field(default="aiship-notify", description="Name of the Prefect notification block (e.g. a CustomWebhookNotificationBlock for a Slack or Teams webhook) told of every failed or crashed delivery, promotion and rollback; without it nothing is sent.")
     webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest webhook body accepted; larger ones get 413.")
 
