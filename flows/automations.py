@@ -100,9 +100,14 @@ def notify_block_id(block_name: str):
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        found = client.read_block_documents(limit=200)
-    matches = [doc for doc in found if doc.name == block_name and "notify" in (doc.block_schema.capabilities or [])]
-    return matches[0].id if matches else None
+        offset = 0
+        while page := client.read_block_documents(offset=offset, limit=200, include_secrets=False):
+            for doc in page:
+                capabilities = doc.block_schema.capabilities if doc.block_schema else []
+                if doc.name == block_name and "notify" in (capabilities or []):
+                    return doc.id
+            offset += len(page)
+    return None
 
 
 def ensure_automations(settings: Settings) -> list[str]:

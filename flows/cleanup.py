@@ -4,7 +4,7 @@
   registry repository and its local `aiship-tests/<app>` test repository); older ones are
   removed, with the layers nothing else uses. The registry keeps every pushed digest: that is what
   a rollback pulls.
-- At the start of each delivery, smoke-test containers and work folders (check-outs, build
+- At the end of each delivery, smoke-test containers and work folders (check-outs, build
   folders, test reports) left by a run that crashed are removed. Only ones older than any run
   still in progress can be (`SWEEP_AFTER_SECONDS`), so two deliveries at once never sweep each
   other's.
@@ -45,12 +45,18 @@ class Cleaned:
 
 
 def prune_images(client: Any, repositories: list[str], keep: int) -> Cleaned:
-    """Removes the images of `repositories` beyond the `keep` newest (by creation time) of each."""
+    """Removes the images of `repositories` beyond the `keep` most recently tagged of each.
+
+    By tag time, not creation time: aiship's images are reproducible, so their creation time is
+    the commit's, and an image built today of an older commit must count as new.
+    """
     import docker
 
     cleaned = Cleaned()
     for repository in repositories:
-        images = sorted(client.images.list(name=repository), key=lambda i: i.attrs.get("Created", ""), reverse=True)
+        images = sorted(client.images.list(name=repository),
+                        key=lambda i: (i.attrs.get("Metadata") or {}).get("LastTagTime") or i.attrs.get("Created", ""),
+                        reverse=True)
         for image in images[keep:]:
             for tag in [t for t in image.tags if t.rpartition(":")[0] == repository]:
                 try:
@@ -68,7 +74,7 @@ def sweep_leftovers(client: Any, now: float | None = None, tmp: Path | None = No
 
     now = time.time() if now is None else now
     cleaned = Cleaned()
-    for container in client.containers.list(all=True, filters={"label": SMOKE_LABEL}):
+    for container in client.containers.list(all=True, filters={"label": SMOKE_LABEL}, ignore_removed=True):
         created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
         if now - created < SMOKE_AFTER_SECONDS:
             continue

@@ -57,9 +57,14 @@ def _refusal() -> tuple[Response, int] | None:
 
 @eventgrid_blueprint.route("/eventgrid", methods=["OPTIONS"], provide_automatic_options=False)
 def eventgrid_options() -> tuple[Response, int]:
-    """CloudEvents abuse protection: echo the origin to allow deliveries from it."""
-    if refused := _refusal():
-        return refused
+    """CloudEvents abuse protection: echo the origin to allow deliveries from it.
+
+    Answered without the key: the handshake only says this endpoint accepts deliveries (it
+    authorises nothing; every POST still needs the key), and Event Grid's validation request is
+    not documented to carry the subscription's delivery properties.
+    """
+    if current_app.extensions["aiship_webhooks"]["eventgrid_key"] is None:
+        return _answer(503, status="unavailable", reason="Event Grid is not configured on this receiver")
     origin = request.headers.get("WebHook-Request-Origin")
     if not origin:
         return _answer(400, status="invalid", reason="missing WebHook-Request-Origin")

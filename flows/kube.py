@@ -87,10 +87,13 @@ def apply(api_client, manifests, registry_block: str) -> None:
     """Applies namespace, pull secret, Service, Deployment and PodDisruptionBudget of one environment."""
     core, apps = _apis(api_client)
     ns = manifests.namespace["metadata"]["name"]
+    # An existing namespace keeps what others put on it; aiship's labels (the pod security profile) are merged in.
     _upsert("Namespace", "", ns, lambda: core.read_namespace(ns), lambda b: core.create_namespace(b),
-            lambda old, b: None, manifests.namespace)  # an existing namespace is left as it is
+            lambda old, b: core.patch_namespace(ns, {"metadata": {"labels": b["metadata"]["labels"]}}), manifests.namespace)
     _wait_for_default_service_account(core, ns)
     ensure_pull_secret(api_client, ns, registry_block)
+    # The budget before the Deployment: a refusal here stops the rollout before anything runs unsupervised.
+    apply_disruption_budget(api_client, manifests.disruption_budget)
     svc = manifests.service["metadata"]["name"]
 
     def replace_service(old, body):
@@ -115,7 +118,6 @@ def apply(api_client, manifests, registry_block: str) -> None:
 
     _upsert("Deployment", ns, dep, lambda: apps.read_namespaced_deployment(dep, ns),
             lambda b: apps.create_namespaced_deployment(ns, b), replace_deployment, manifests.deployment)
-    apply_disruption_budget(api_client, manifests.disruption_budget)
 
 
 def apply_disruption_budget(api_client, body: dict[str, Any]) -> None:
@@ -224,7 +226,8 @@ def restore(api_client, ns: str, name: str, previous, replicas: int) -> None:
     def once() -> None:
         body = read_deployment(api_client, ns, name)
         kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(ANNOTATION_PREFIX)}
-        body["metadata"]["annotations"] = {**kept, **previous.annotations}
+        # in progress until the undo is waited on: a run that dies meanwhile leaves nothing that reads as serving
+        body["metadata"]["annotations"] = {**kept, **previous.annotations, envs.ROLLOUT_STATE: envs.IN_PROGRESS}
         body["spec"]["template"] = previous.template
         body["spec"]["replicas"] = replicas
         body.pop("status", None)

@@ -249,7 +249,7 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     name, ns = release.app, environment.namespace
     deployed_at = _utc_now()
     manifests = render_manifests(release, environment, settings, deployed_at)
-    current = settle_unfinished(api_client, ns, name, kube.read_deployment(api_client, ns, name))
+    current = settle_unfinished(api_client, ns, name, kube.read_deployment(api_client, ns, name), release.ref)
     previous = find_previous(current, envs.replica_sets(api_client, ns, name) if current else [], release.ref)
     _log().info("applying %s to %s/%s (serving before: %s)", release.ref, ns, name, previous.digest if previous else "nothing")
     kube.apply(api_client, manifests, settings.registry_credentials_block)
@@ -281,12 +281,15 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     return _raise_restored(verdict, previous, details)
 
 
-def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any] | None) -> dict[str, Any] | None:
+def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any] | None,
+                      new_ref: str) -> dict[str, Any] | None:
     """Settles a rollout that a run left "in-progress" (killed worker, lost lease); returns the Deployment as it is now.
 
     Called under the environment's lock, so no other run is rolling out there: when the
-    Deployment completed meanwhile it is marked complete; when it did not, it stays as it is and
-    `find_previous` goes back to the newest ReplicaSet with available pods, which is what serves.
+    Deployment completed meanwhile it is marked complete; when it did not, `find_previous` goes
+    back to the newest ReplicaSet with available pods, which is what serves, and the unfinished
+    one is marked failed (it never served, so `rollback` never picks it), unless `new_ref` is
+    that same image, delivered again to finish it.
     """
     ann = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
     if deployment is None or ann.get(envs.ROLLOUT_STATE) != envs.IN_PROGRESS:
@@ -298,6 +301,8 @@ def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any]
     if finished:
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
         ann[envs.ROLLOUT_STATE] = envs.COMPLETE
+    elif app_image(deployment["spec"]["template"]) != new_ref:
+        kube.mark_failed(api_client, ns, name, "RolloutUnfinished")
     return deployment
 
 

@@ -118,11 +118,19 @@ class Settings(BaseSettings):
 
     def default_app(self):
         """The first app's registration, made from these settings (`flows.apps.AppRegistration`)."""
-        from flows.apps import AppRegistration
+        from pydantic import ValidationError
 
-        return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
-                               branch=self.app_branch, models=self.app_models, default_model=self.default_model,
-                               environments=self.environments)
+        from flows.apps import AppRegistration
+        from flows.errors import ConfigurationError
+
+        try:
+            return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
+                                   branch=self.app_branch, models=self.app_models, default_model=self.default_model,
+                                   environments=self.environments)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            raise ConfigurationError(f"the first app's settings (AISHIP_APP_*, AISHIP_ENVIRONMENTS) are not a valid "
+                                     f"registration: {problems}; fix them, e.g. AISHIP_APP_SOURCES='[\"owner/repo\"]'") from exc
 
     def environment(self, name: str) -> Environment:
         """The environment called `name`, or a clear error listing the known ones."""

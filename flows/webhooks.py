@@ -192,7 +192,7 @@ class JsonLines(logging.Formatter):
 
 
 def _log(level: int, message: str, **fields: Any) -> None:
-    # Only the path, never the query string: Event Grid's key travels in it.
+    # Only the path, never the query string: a sender may put a secret in it (Event Grid's key is refused there).
     fields.setdefault("path", request.path)
     logger.log(level, message, extra={"fields": fields})
 

@@ -88,8 +88,8 @@ part_up() {
     ensure_secret "$AZURE_REPOS_BLOCK" "$PART_DIR/azure-repos-secret"
     ensure_secret "$EVENTGRID_BLOCK" "$PART_DIR/eventgrid-key"
     # --workers 2         two requests at once on 2 cores; the delivery log is shared through SQLite.
-    # no --access-logfile access logs would record Event Grid's ?key= query string; the app logs
-    #                     JSON lines without it.
+    # no --access-logfile access logs would record query strings (a sender may put a key there, which
+    #                     is refused); the app logs JSON lines without them.
     # --timeout 30        a request waits at most a few seconds for the Prefect server (then 503).
     # --no-control-socket gunicorn 23+ would share one socket in ~/.gunicorn with every other gunicorn.
     start_bg gunicorn gunicorn --chdir "$AISHIP_ROOT" --bind "127.0.0.1:$PORT" --workers "$WORKERS" \

@@ -409,11 +409,35 @@ def test_an_unfinished_rollout_that_completed_since_is_marked_complete_and_is_wh
     assert fake.calls == [("state", "complete"), ("apply", REF2), ("state", "complete")] and result.previous_digest == D1
 
 
-def test_an_unfinished_rollout_that_never_completed_is_not_what_served(monkeypatch, settings):
+def test_an_unfinished_rollout_that_never_completed_is_marked_failed_and_is_not_what_served(monkeypatch, settings):
     fake = FakeKube(monkeypatch, unfinished(complete=False), [PULL_FAILED])
     with pytest.raises(RolloutError, match="scaled to zero"):  # no earlier ReplicaSet has pods in this fake
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
-    assert fake.calls[0] == ("apply", REF2)
+    assert fake.calls[:2] == [("mark_failed", "RolloutUnfinished"), ("apply", REF2)]
+
+
+def test_an_unfinished_rollout_delivered_again_is_not_marked_failed(monkeypatch, settings):
+    again = unfinished(complete=False)
+    again["spec"]["template"] = template(REF2)
+    fake = FakeKube(monkeypatch, again, [rollout.Verdict("complete")])
+    rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2), ("state", "complete")]
+
+
+def test_a_restore_is_in_progress_until_its_undo_is_waited_on(monkeypatch):
+    from flows.rollout import Previous
+
+    replaced = []
+
+    class Apps:
+        def replace_namespaced_deployment(self, name, ns, body):
+            replaced.append(body)
+
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
+    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: json.loads(json.dumps(SERVING_V1)))
+    previous = Previous(template(REF1), {DIGEST: D1, envs.ROLLOUT_STATE: envs.COMPLETE})
+    kube.restore(object(), "ns", "app", previous, 2)
+    assert replaced[0]["metadata"]["annotations"][envs.ROLLOUT_STATE] == envs.IN_PROGRESS
 
 
 def test_a_complete_rollout_returns_what_serves_and_what_served(monkeypatch, settings):

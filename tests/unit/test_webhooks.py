@@ -361,9 +361,11 @@ def test_cloudevents_options_handshake(client):
     assert response.is_json
 
 
-def test_cloudevents_options_needs_the_key(client):
+def test_cloudevents_options_handshake_needs_no_key_but_every_post_does(client, emitter):
     response = client.options("/eventgrid", headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
-    assert response.status_code == 401 and "WebHook-Allowed-Origin" not in response.headers
+    assert response.status_code == 200 and response.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    assert client.post("/eventgrid", json=[blob_created("models/x/3/manifest.json")]).status_code == 401
+    assert emitter.events == []
 
 
 def test_blob_created_manifest_emits_model_registered(client, emitter, resolver):
