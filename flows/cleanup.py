@@ -14,7 +14,6 @@ Cleaning is best effort: it logs what it could not remove and never fails a deli
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 import time
@@ -31,7 +30,6 @@ WORK_PREFIXES = ("aiship-src-", "aiship-deliver-", "aiship-report-")
 SWEEP_AFTER_SECONDS = 3 * 3600  # longer than any delivery runs, so only a dead run's leftovers are this old
 SMOKE_AFTER_SECONDS = 1800  # a smoke test ends within minutes; older containers belong to a dead run
 
-logger = logging.getLogger("aiship.cleanup")
 
 
 @dataclass
