@@ -26,6 +26,7 @@ demo: setup
 	$(VENV)/bin/aiship deliver $(DEMO_MODEL)
 	$(VENV)/bin/aiship status
 	@echo "Prefect UI: $${PREFECT_API_URL%/api}  (deployments: $${PREFECT_API_URL%/api}/deployments)"
+	@echo "  it asks for the server's API credential: the contents of .aiship/prefect/api-auth-string"
 
 ## test: everything CI runs, slow end-to-end tests included (starts the platform first).
 test: setup

@@ -3,7 +3,7 @@ model-only change of a large model the way aiship does it (layer written outside
 load`, blob upload) against the classic way (`docker build` of the Dockerfile's `model` stage +
 `docker push`). Prints a table and writes bench/results/build-<time>.json.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m bench.build [--model-mib 200] [--rounds 3]
+    .venv/bin/python -m bench.build [--model-mib 200] [--rounds 3]
 
 (run as a module: bench/platform.py would shadow the standard library's `platform` as a script)
 
@@ -27,12 +27,15 @@ from pathlib import Path
 
 import docker
 
-from flows.app_config import read_app_config
-from flows.image import build_app_image, context_members, layer_diff_ids, run_build
-from flows.model_store import LocalModelStore
-from flows.registry import load_credentials, push, push_built
-from flows.release import ModelId, Release
-from flows.settings import REPO_ROOT, Settings
+from flows.settings import REPO_ROOT, Settings, use_local_prefect
+
+use_local_prefect()  # the registry credentials are a Prefect block
+
+from flows.app_config import read_app_config  # noqa: E402
+from flows.image import build_app_image, context_members, layer_diff_ids, run_build  # noqa: E402
+from flows.model_store import LocalModelStore  # noqa: E402
+from flows.registry import load_credentials, push, push_built  # noqa: E402
+from flows.release import ModelId, Release  # noqa: E402
 from flows.wheels import prepare_wheels
 
 RESULTS = REPO_ROOT / "bench" / "results"

@@ -30,7 +30,10 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+from flows.settings import use_local_prefect  # noqa: E402
+
+use_local_prefect()
 
 BENCH_NAMESPACE = "aiship-bench"
 STAGES = ("check_out", "app_tests", "resolve", "find_image", "fetch", "build", "smoke_test", "push",

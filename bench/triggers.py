@@ -28,9 +28,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
-from flows.settings import REPO_ROOT, Settings  # noqa: E402
+from flows.settings import REPO_ROOT, Settings, use_local_prefect  # noqa: E402
 
-os.environ.setdefault("PREFECT_API_URL", Settings().prefect_api_url)
+use_local_prefect()
 
 from tests.e2e.support import get_json  # noqa: E402
 from tests.e2e.triggers_support import FINAL, BareRepoClone, PrefectApi, now, parse_time  # noqa: E402

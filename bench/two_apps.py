@@ -27,7 +27,10 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+from flows.settings import use_local_prefect  # noqa: E402
+
+use_local_prefect()
 AISHIP = str(ROOT / ".venv" / "bin" / "aiship")
 REGRESSOR = "regressor-bench"
 DELIVER = ("import sys; from flows.deliver import deliver; "

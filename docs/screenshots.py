@@ -1,5 +1,7 @@
 """Screenshots of the Prefect UI as a user sees it: the deployments page and a `promote` run waiting
-for approval. Headless Chromium (Debian `chromium`, installed with apt-get when missing).
+for approval. Headless Chromium (Debian `chromium`, installed with apt-get when missing), driven
+through its DevTools protocol: the UI asks for the server's API credential, which it keeps in the
+page's localStorage, so the script logs in the way the UI's own login form does.
 
     .venv/bin/python docs/screenshots.py [--flow-run-id ID] [--out docs/img]
 
@@ -12,20 +14,28 @@ Writes deployments.png and promote-paused.png; docs/ui.md links them.
 from __future__ import annotations
 
 import argparse
+import base64
+import itertools
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from flows.settings import use_local_prefect
+
 DOCS = Path(__file__).resolve().parent
 UI = "http://127.0.0.1:4200"
-# --virtual-time-budget lets the single-page app fetch and render before the capture (without it: blank).
+WIDTH, HEIGHT = 1400, 900
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                  "--virtual-time-budget=15000", "--window-size=1400,900"]
+                  "--remote-debugging-port=0", f"--window-size={WIDTH},{HEIGHT}"]
 
 
 class ScreenshotError(Exception):
@@ -49,9 +59,19 @@ def chromium() -> str:
     return found
 
 
+def credential() -> str:
+    """The Prefect API's `user:password` (the local platform's, unless PREFECT_API_AUTH_STRING names one)."""
+    use_local_prefect()
+    value = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    if not value:
+        raise ScreenshotError("no Prefect API credential: set PREFECT_API_AUTH_STRING, or start the platform with `aiship local up`")
+    return value
+
+
 def api(path: str, body: dict | None = None, base: str = UI) -> object:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{base}/api{path}", data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(credential().encode()).decode()}
+    request = urllib.request.Request(f"{base}/api{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             return json.loads(response.read())
@@ -70,18 +90,86 @@ def paused_promote_run(base: str = UI) -> str:
     return runs[0]["id"]
 
 
-def screenshot(binary: str, url: str, out: Path, timeout: float = 180) -> Path:
-    """Captures `url` into `out` (PNG) with a throwaway profile."""
+class Browser:
+    """One headless Chromium, driven over its DevTools websocket (one page, flat sessions)."""
+
+    def __init__(self, binary: str, profile: str, timeout: float) -> None:
+        from websockets.sync.client import connect
+
+        self.timeout = timeout
+        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        endpoint, seen = None, []
+        deadline = time.monotonic() + 60
+        while endpoint is None and time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            seen.append(line)
+            found = re.search(r"DevTools listening on (ws://\S+)", line)
+            endpoint = found and found.group(1)
+        if endpoint is None:
+            self.close()
+            raise ScreenshotError(f"chromium did not open its DevTools endpoint: {''.join(seen).strip()[-400:]}")
+        self.ws = connect(endpoint, max_size=64 * 2**20, open_timeout=30)
+        self._ids = itertools.count(1)
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+
+    def call(self, method: str, session: bool = False, **params: object) -> dict:
+        message_id = next(self._ids)
+        message = {"id": message_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        self.ws.send(json.dumps(message))
+        while True:
+            answer = json.loads(self.ws.recv(timeout=self.timeout))
+            if answer.get("id") == message_id:
+                if "error" in answer:
+                    raise ScreenshotError(f"chromium refused {method}: {answer['error'].get('message')}")
+                return answer.get("result", {})
+
+    def evaluate(self, expression: str) -> object:
+        return self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)["result"].get("value")
+
+    def goto(self, url: str) -> None:
+        self.call("Page.navigate", session=True, url=url)
+        deadline = time.monotonic() + self.timeout
+        while self.evaluate("document.readyState") != "complete":
+            if time.monotonic() > deadline:
+                raise ScreenshotError(f"{url} did not load within {self.timeout:.0f}s; is the machine overloaded?")
+            time.sleep(0.2)
+
+    def settle(self, seconds: float = 3.0) -> None:
+        """Waits until the single-page app's text stops changing for `seconds` (it fetches after load)."""
+        deadline, last, since = time.monotonic() + self.timeout, None, time.monotonic()
+        while time.monotonic() < deadline:
+            text = self.evaluate("document.body ? document.body.innerText : ''")
+            if text != last:
+                last, since = text, time.monotonic()
+            elif text and time.monotonic() - since >= seconds:
+                return
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def screenshot(browser: Browser, url: str, out: Path) -> Path:
+    """Captures `url` into `out` (PNG); fails when the UI showed its login page instead."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="aiship-chromium-") as profile:
-        cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}", url]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ScreenshotError(f"chromium did not finish {url} in {timeout:.0f}s; is the machine overloaded?") from exc
-    if not out.is_file() or out.stat().st_size == 0:
-        raise ScreenshotError(f"chromium wrote no screenshot of {url} (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
+    browser.goto(url)
+    browser.settle()
+    path = browser.evaluate("location.pathname")
+    if path != urllib.parse.urlsplit(url).path:
+        raise ScreenshotError(f"the UI went to {path} instead of {url}: the API credential was refused or the page does not exist")
+    data = browser.call("Page.captureScreenshot", session=True, format="png")["data"]
+    out.write_bytes(base64.b64decode(data))
     return out
 
 
@@ -90,8 +178,16 @@ def take(flow_run_id: str | None, out_dir: Path, base: str = UI) -> list[Path]:
     binary = chromium()
     api("/health", base=base)
     run_id = flow_run_id or paused_promote_run(base)
-    return [screenshot(binary, f"{base}/deployments", out_dir / "deployments.png"),
-            screenshot(binary, f"{base}/runs/flow-run/{run_id}", out_dir / "promote-paused.png")]
+    with tempfile.TemporaryDirectory(prefix="aiship-chromium-") as profile:
+        browser = Browser(binary, profile, timeout=180)
+        try:
+            # The UI's login form does the same: localStorage["prefect-password"] = btoa("user:password").
+            browser.goto(f"{base}/api/health")
+            browser.evaluate(f"localStorage.setItem('prefect-password', btoa({json.dumps(credential())}))")
+            return [screenshot(browser, f"{base}/deployments", out_dir / "deployments.png"),
+                    screenshot(browser, f"{base}/runs/flow-run/{run_id}", out_dir / "promote-paused.png")]
+        finally:
+            browser.close()
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from typing import Annotated
 
 from flows.app_config import AppConfig, AppName, BranchName, load_toml, read_app_config, require_name
@@ -57,6 +57,8 @@ class AppRegistration(BaseModel):
     default_model: str | None = Field(default=None, description="The model delivered with a pushed commit when nothing serves yet.")
     environments: dict[str, Environment] = Field(min_length=1, description="Where the app runs, by environment name.")
     promotion_needs_approval: bool = Field(default=True, description="Whether promote waits for a reviewer.")
+    approvers: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        default_factory=list, description="Who may approve its promotions: the reviewer names promote accepts; empty means anyone who holds the Prefect API's credential.")
 
     @model_validator(mode="after")
     def _environments_named(self) -> AppRegistration:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from flows.errors import AishipError, MalformedManifestError
-from flows.settings import Settings
+from flows.settings import Settings, use_local_prefect
 
 from flows.cli_app import apps_app, approve_command, config_app, history_command, init_command, promote_command, rollback_command
 
@@ -273,10 +273,8 @@ def status(
 
 def main() -> None:
     """Entry point of the `aiship` console script."""
-    import os
-
     # Without an API URL Prefect would start a throwaway server for each command: use the local one.
-    os.environ.setdefault("PREFECT_API_URL", Settings().prefect_api_url)
+    use_local_prefect()
     app()
 
 

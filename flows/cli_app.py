@@ -240,6 +240,9 @@ def approve_command(
 
     from prefect.exceptions import ObjectNotFound
 
+    from flows.apps import app_named
+    from flows.promote import Approval, refusal
+
     try:
         flow_run_id = UUID(run_id)
     except ValueError:
@@ -254,6 +257,15 @@ def approve_command(
                 time.sleep(1)
         except ObjectNotFound:
             _fail(AishipError(f"no flow run {run_id} on this Prefect server; check PREFECT_API_URL and the id"))
+        # The run would log the answer and keep waiting; saying so here is kinder.
+        app = client.read_flow_run(flow_run_id).parameters.get("app")
+        try:
+            why = refusal(Approval(approve=not reject, reviewer=reviewer, comment=comment),
+                          app_named(Settings(), app).approvers)
+        except AishipError as exc:
+            _fail(exc)
+        if why:
+            _fail(AishipError(f"{why}; answer as one of them, or add the reviewer to the app's registration (approvers) and register it again"))
         result = client.resume_flow_run(flow_run_id, run_input={"approve": not reject, "reviewer": reviewer,
                                                                "comment": comment})
     if result.status.value != "ACCEPT":

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from flows.errors import PlatformError
-from flows.settings import REPO_ROOT, Settings
+from flows.settings import REPO_ROOT, Settings, use_local_prefect
 
 LOCAL_DIR = REPO_ROOT / "local"
 
@@ -141,6 +141,8 @@ def up(parts: list[str], settings: Settings,
     start_parts(check_parts(parts), lambda part: run_script(part, "up", settings), on_ready)
     rows = status(settings)
     if any(row.part == "prefect" and row.state == "running" for row in rows):
+        # The server's credential exists from its first start on; Prefect is first imported below.
+        use_local_prefect(settings)
         from flows.blocks import write_local_blocks
 
         write_local_blocks(settings)

@@ -3,6 +3,7 @@ an approval in the UI) and `rollback` (an environment back to a digest that serv
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, pause_flow_run
@@ -41,6 +42,17 @@ class Promotion:
     comment: str
 
 
+def refusal(answer: Approval, approvers: list[str]) -> str | None:
+    """Why an answer cannot decide the promotion (None when it can): a reviewer must be named, and be
+    one of the app's registered approvers when the registration lists any."""
+    reviewer = answer.reviewer.strip()
+    if not reviewer:
+        return "the answer names no reviewer"
+    if approvers and reviewer not in approvers:
+        return f"{reviewer!r} is not one of the app's approvers ({', '.join(approvers)})"
+    return None
+
+
 def approval_markdown(release: PinnedRelease, source: str, target: str, answer: Approval | None) -> str:
     """The promotion's record: what, from where to where, and who decided what."""
     lines = [f"**Promotion {source} → {target}**", "", f"- image: `{release.ref}`",
@@ -77,10 +89,9 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     key = f"promotion-{registration.name}"
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))
     if registration.promotion_needs_approval:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
-            description=f"Promote {registration.name} `{release.ref}` ({release.model}, "
-                        f"git {release.short_sha}) from {source.name} to {target.name}?",
-            approve=False, reviewer=""), timeout=approval_timeout_seconds)
+        answer = wait_for_approval(registration.name, registration.approvers, approval_timeout_seconds,
+                                   f"Promote {registration.name} `{release.ref}` ({release.model}, "
+                                   f"git {release.short_sha}) from {source.name} to {target.name}?")
     else:
         answer = Approval(approve=True, reviewer="(no approval needed: the app's registration)")
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, answer))
@@ -91,6 +102,23 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
     return Promotion(registration.name, source.name, target.name, release.ref, answer.approve, answer.reviewer,
                      answer.comment)
+
+
+def wait_for_approval(app: str, approvers: list[str], timeout_seconds: int, question: str) -> Approval:
+    """Pauses until an answer that may decide arrives; one that may not is logged and waited past.
+
+    The reviewer is a name the answer gives: Prefect's server authenticates one API credential, not
+    people, so holding the credential is what lets anyone answer, and the approvers list is what
+    narrows whose name an approval may carry (docs/reliability.md).
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=question, approve=False, reviewer=""),
+                                timeout=max(1, round(deadline - time.monotonic())))
+        why = refusal(answer, approvers)
+        if why is None:
+            return answer
+        get_run_logger().warning("answer to the promotion of %s ignored: %s; it waits for another", app, why)
 
 
 def promotable(serving: ServingVersion | None, app: str, source: str) -> PinnedRelease:

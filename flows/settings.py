@@ -6,6 +6,7 @@ Build `Settings()` inside a flow or command, never at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -89,6 +90,7 @@ class Settings(BaseSettings):
     app_name: str = Field(default="aiship-app", description="The first app's name: its aiship.toml must say the same; its image repository and Kubernetes name.")
     app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
     app_sources: list[str] = Field(default_factory=lambda: ["local/aiship"], description="Repository names (owner/repo) whose pushes deliver the first app (JSON list; the repository part may be a glob, the owner may not). The default is the local git repository's.")
+    app_approvers: list[str] = Field(default_factory=list, description="Who may approve the first app's promotions (JSON list of reviewer names); empty means anyone holding the Prefect API's credential.")
     app_branch: BranchName = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
@@ -116,6 +118,11 @@ class Settings(BaseSettings):
         """The local Prefect server's API URL."""
         return f"http://127.0.0.1:{self.prefect_port}/api"
 
+    @property
+    def prefect_auth_file(self) -> Path:
+        """Where local/prefect.sh keeps the local server's API credential (`user:password`, mode 600)."""
+        return self.state_dir / "prefect" / "api-auth-string"
+
     def default_app(self):
         """The first app's registration, made from these settings (`flows.apps.AppRegistration`)."""
         from pydantic import ValidationError
@@ -126,7 +133,7 @@ class Settings(BaseSettings):
         try:
             return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
                                    branch=self.app_branch, models=self.app_models, default_model=self.default_model,
-                                   environments=self.environments)
+                                   environments=self.environments, approvers=self.app_approvers)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
             raise ConfigurationError(f"the first app's settings (AISHIP_APP_*, AISHIP_ENVIRONMENTS) are not a valid "
@@ -143,3 +150,19 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"unknown environment {name!r}; known environments: {known} (set AISHIP_ENVIRONMENTS to add one)"
             ) from None
+
+
+def use_local_prefect(settings: Settings | None = None) -> None:
+    """Points this process's Prefect client at the local server, with that server's credential.
+
+    Call it before Prefect is imported: Prefect reads its settings once. An API URL already in the
+    environment wins; the local credential is only ever sent to the local server's URL.
+    """
+    settings = settings or Settings()
+    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    if os.environ["PREFECT_API_URL"].rstrip("/") != settings.prefect_api_url or "PREFECT_API_AUTH_STRING" in os.environ:
+        return
+    try:
+        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_auth_file.read_text().strip()
+    except FileNotFoundError:
+        pass  # the platform is not set up yet; the first call then says the server refused or is down

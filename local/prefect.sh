@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Prefect server (SQLite) on 127.0.0.1, a process work pool `aiship-local` and one worker for it.
+# The Prefect server (SQLite) on 127.0.0.1 with API authentication on, a process work pool
+# `aiship-local` and one worker for it.
 #
 #   local/prefect.sh up|down|status
 #
@@ -14,6 +15,7 @@ SERVER_PID="$PART_DIR/server.pid"
 WORKER_PID="$PART_DIR/worker.pid"
 ADDRESS="http://127.0.0.1:$PORT"
 KEY_FILE="$PART_DIR/encryption.key"
+AUTH_FILE="$PART_DIR/api-auth-string"   # flows.settings.Settings.prefect_auth_file reads it too
 
 # Everything Prefect writes (SQLite database, profiles, local result storage) stays in the state folder.
 export PREFECT_HOME="$PART_DIR/home"
@@ -43,12 +45,28 @@ encryption_key() {
     cat "$KEY_FILE"
 }
 
-healthy() { curl -fsS --max-time 2 "$ADDRESS/api/health"; }
+# api_credential: the server's API credential (`aiship:<random>`), which every client sends as
+# HTTP basic auth (Prefect's server.api.auth_string). Generated once; mode 600; exported for the
+# server, the worker and the flow runs it starts, never passed on a command line.
+api_credential() {
+    if [[ ! -s "$AUTH_FILE" ]]; then
+        (umask 077 && python -c 'import secrets; print("aiship:" + secrets.token_urlsafe(32))' >"$AUTH_FILE.tmp")
+        mv "$AUTH_FILE.tmp" "$AUTH_FILE"
+    fi
+    chmod 600 "$AUTH_FILE"
+    PREFECT_API_AUTH_STRING="$(cat "$AUTH_FILE")"
+    export PREFECT_API_AUTH_STRING
+}
+
+# api_curl ARGS...: curl with the API credential, handed over on stdin (not visible in `ps`).
+api_curl() { printf 'user = "%s"\n' "$PREFECT_API_AUTH_STRING" | curl -K - "$@"; }
+
+healthy() { curl -fsS --max-time 2 "$ADDRESS/api/health"; }  # /api/health needs no credential
 
 # worker_online: the server lists our worker as ONLINE in the pool (it has sent a heartbeat).
 # curl and grep rather than python: this runs every 0.25 s while the worker itself starts.
 worker_online() {
-    curl -fsS --max-time 3 -X POST -H 'content-type: application/json' \
+    api_curl -fsS --max-time 3 -X POST -H 'content-type: application/json' \
         -d '{"workers": {"status": {"any_": ["ONLINE"]}}}' "$ADDRESS/api/work_pools/$POOL/workers/filter" \
         | grep -q "\"name\":\"$WORKER_NAME\""
 }
@@ -57,7 +75,7 @@ worker_online() {
 # is (its base job template may have been tuned since).
 ensure_pool() {
     # Asked first with curl: a python start-up costs seconds on a busy 2-core machine.
-    curl -fsS --max-time 5 -o /dev/null "$ADDRESS/api/work_pools/$POOL" && return 0
+    api_curl -fsS --max-time 5 -o /dev/null "$ADDRESS/api/work_pools/$POOL" && return 0
     python - "$POOL" <<'PY' >>"$PART_DIR/pool.log" 2>&1 || die "could not create the work pool $POOL (log: $PART_DIR/pool.log); check the server log $PART_DIR/server.log"
 import asyncio, sys
 from prefect.client.orchestration import get_client
@@ -88,13 +106,15 @@ start_server() {
     require_port_free "$PORT" AISHIP_PREFECT_PORT
     command -v prefect >/dev/null || die "the prefect command is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
     mkdir -p "$PREFECT_HOME"
-    PREFECT_SERVER_ENCRYPTION_KEY="$(encryption_key)" start_bg server \
+    api_credential
+    PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING" PREFECT_SERVER_ENCRYPTION_KEY="$(encryption_key)" start_bg server \
         prefect server start --host 127.0.0.1 --port "$PORT"
     wait_ready 120 "Prefect server on 127.0.0.1:$PORT" healthy
 }
 
 start_worker() {
     [[ -n "$(pid_of "$WORKER_PID")" ]] && return 0
+    api_credential
     ensure_pool
     # Flows run from the repository root, where prefect.yaml and the flows package live.
     # On the local platform deliveries check out the app from the bare repository that

@@ -26,6 +26,7 @@ ADDRESS="http://127.0.0.1:$PORT"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 # Whatever the Prefect client writes (profiles, caches) stays in the state folder.
 export PREFECT_HOME="$PART_DIR/prefect-home"
+PREFECT_AUTH_FILE="$STATE_DIR/prefect/api-auth-string"
 unset PREFECT_PROFILE
 # The receiver keeps its delivery log (replay protection) under the same state folder.
 export AISHIP_STATE_DIR="$STATE_DIR"
@@ -84,6 +85,13 @@ part_up() {
     require_port_free "$PORT" AISHIP_WEBHOOK_PORT
     command -v gunicorn >/dev/null || die "gunicorn is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
     prefect_up >/dev/null 2>&1 || die "the Prefect server at $PREFECT_API_URL does not answer; start it first with \`aiship local up prefect\`"
+    # The receiver reads blocks and posts events with the server's API credential (local/prefect.sh
+    # writes it; one already in the environment wins).
+    if [[ -z "${PREFECT_API_AUTH_STRING:-}" ]]; then
+        [[ -s "$PREFECT_AUTH_FILE" ]] || die "$PREFECT_AUTH_FILE is missing; start the Prefect part first with \`aiship local up prefect\`"
+        PREFECT_API_AUTH_STRING="$(cat "$PREFECT_AUTH_FILE")"
+    fi
+    export PREFECT_API_AUTH_STRING
     ensure_secret "$BLOCK" "$SECRET_FILE"
     ensure_secret "$AZURE_REPOS_BLOCK" "$PART_DIR/azure-repos-secret"
     ensure_secret "$EVENTGRID_BLOCK" "$PART_DIR/eventgrid-key"

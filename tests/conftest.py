@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
+from flows.settings import Settings, use_local_prefect
 
-# Point every Prefect client in the test process at the local server, not an ephemeral one.
-os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+# Point every Prefect client in the test process at the local server, with its API credential,
+# before anything imports Prefect.
+use_local_prefect()
 
 import pytest  # noqa: E402
-
-from flows.settings import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

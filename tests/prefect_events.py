@@ -11,9 +11,15 @@ import pytest
 PREFECT_API = os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 
 
+def prefect_auth() -> httpx.BasicAuth | None:
+    """The local server's API credential (tests/conftest.py puts it in the environment), for raw HTTP calls."""
+    value = os.environ.get("PREFECT_API_AUTH_STRING")
+    return httpx.BasicAuth(*value.split(":", 1)) if value else None
+
+
 def read_events(name: str, resource_id: str) -> list[dict]:
     body = {"filter": {"event": {"name": [name]}, "any_resource": {"id": [resource_id]}}, "limit": 50}
-    response = httpx.post(f"{PREFECT_API}/events/filter", json=body, timeout=10)
+    response = httpx.post(f"{PREFECT_API}/events/filter", json=body, timeout=10, auth=prefect_auth())
     response.raise_for_status()
     return response.json()["events"]
 

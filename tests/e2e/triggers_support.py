@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from flows.settings import REPO_ROOT, Settings
+from tests.prefect_events import prefect_auth
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 POOL = "aiship-local"
@@ -43,7 +44,7 @@ class PrefectApi:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = (url or Settings().prefect_api_url).rstrip("/")
-        self.http = httpx.Client(timeout=30)
+        self.http = httpx.Client(timeout=30, auth=prefect_auth())
         self._deployments: dict[str, str] = {}
 
     def call(self, method: str, path: str, body: Any = None) -> Any:

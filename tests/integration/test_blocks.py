@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from flows.blocks import PULL_SECRET, S3Credentials, write_local_blocks
+from tests.prefect_events import prefect_auth
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_s3_block_secret_is_masked_in_the_api(settings, written):
 
     api = PREFECT_API_URL.value()
     doc = httpx.get(f"{api}/block_types/slug/{S3Credentials.get_block_type_slug()}/block_documents/name/"
-                    f"{settings.s3_credentials_block}", timeout=5)
+                    f"{settings.s3_credentials_block}", timeout=5, auth=prefect_auth())
     assert doc.status_code == 200, doc.text
     assert doc.json()["data"]["secret_access_key"] != "aiship-local-secret"
 
@@ -96,7 +97,7 @@ def test_no_block_secret_is_readable_through_the_api(settings, written):
     assert cluster_secrets, "the local kubeconfig names no token or client key"
 
     def answer(include_secrets: bool) -> str:
-        response = httpx.post(f"{PREFECT_API_URL.value()}/block_documents/filter", timeout=10,
+        response = httpx.post(f"{PREFECT_API_URL.value()}/block_documents/filter", timeout=10, auth=prefect_auth(),
                               json={"include_secrets": include_secrets, "limit": 200})
         assert response.status_code == 200, response.text
         return response.text.replace("\\/", "/")

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.prefect_events import prefect_auth
+
 # the console script installed next to the interpreter running the tests (the venv's)
 AISHIP = [str(Path(sys.executable).parent / "aiship")]
 
@@ -39,7 +41,7 @@ def read_events(api: str, resource_id: str, deadline_s: float = 20.0) -> list[di
     body = {"filter": {"event": {"name": ["aiship.model.registered"]}, "resource": {"id": [resource_id]}}, "limit": 10}
     end = time.monotonic() + deadline_s
     while True:
-        found = httpx.post(f"{api}/events/filter", json=body, timeout=10).json()["events"]
+        found = httpx.post(f"{api}/events/filter", json=body, timeout=10, auth=prefect_auth()).json()["events"]
         if found or time.monotonic() > end:
             return found
         time.sleep(0.5)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import datetime, timezone
 
 import httpx
 from prefect import flow
+
+from tests.prefect_events import prefect_auth
 
 
 @flow(name="aiship-integration-echo")
@@ -33,7 +36,7 @@ def test_flow_run_is_recorded_and_readable(prefect_api):
 
 
 def test_worker_is_online_in_the_local_pool(prefect_api):
-    workers = httpx.post(f"{prefect_api}/work_pools/aiship-local/workers/filter", json={}, timeout=5)
+    workers = httpx.post(f"{prefect_api}/work_pools/aiship-local/workers/filter", json={}, timeout=5, auth=prefect_auth())
     assert workers.status_code == 200, workers.text
     assert any(w["name"] == "aiship-local-worker" and w["status"] == "ONLINE" for w in workers.json()), workers.json()
 
@@ -53,7 +56,7 @@ def test_a_run_that_stops_sending_heartbeats_is_marked_crashed_and_a_finished_on
     try:
         events = [{"event": HEARTBEAT, "resource": {"prefect.resource.id": f"prefect.flow-run.{run}"},
                    "id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat()} for run in (silent, finished)]
-        httpx.post(f"{prefect_api}/events", json=events, timeout=10).raise_for_status()
+        httpx.post(f"{prefect_api}/events", json=events, timeout=10, auth=prefect_auth()).raise_for_status()
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(finished, Completed(), force=True)
             deadline = time.monotonic() + 90
@@ -120,3 +123,17 @@ def test_a_failed_delivery_run_is_told_through_the_notification_block(prefect_ap
     text = got[0]["body"]["text"]
     assert got[0]["path"] == "/hook/t0ken"  # the URL's secret part came from the block's secrets
     assert name in text and "Failed" in text and "CrashLoopBackOff" in text, text
+
+
+def test_the_api_refuses_anonymous_and_wrong_credentials(prefect_api):
+    """The server runs with API authentication: only /health answers anyone; an approval (a resume) needs the credential."""
+    assert prefect_auth() is not None, "tests/conftest.py found no credential in .aiship/prefect/api-auth-string"
+    user = os.environ["PREFECT_API_AUTH_STRING"].split(":", 1)[0]
+    for auth in (None, httpx.BasicAuth(user, "wrong")):
+        assert httpx.post(f"{prefect_api}/flow_runs/filter", json={"limit": 1}, auth=auth, timeout=5).status_code == 401
+        assert httpx.get(f"{prefect_api}/block_documents/filter", auth=auth, timeout=5).status_code == 401
+        resume = httpx.post(f"{prefect_api}/flow_runs/{uuid.uuid4()}/resume", auth=auth, timeout=5,
+                            json={"run_input": {"approve": True, "reviewer": "mallory"}})
+        assert resume.status_code == 401, resume.text
+    assert httpx.post(f"{prefect_api}/flow_runs/filter", json={"limit": 1}, auth=prefect_auth(), timeout=5).status_code == 200
+    assert httpx.get(f"{prefect_api}/health", timeout=5).status_code == 200
