@@ -9,7 +9,8 @@ import typer
 from flows.errors import AishipError, MalformedManifestError
 from flows.settings import Settings, use_local_prefect
 
-from flows.cli_app import apps_app, approve_command, config_app, history_command, init_command, promote_command, rollback_command
+from flows.cli_app import (apps_app, approve_command, config_app, history_command, init_command, promote_command, rollback_command,
+                             run_flows_quietly)
 
 app = typer.Typer(help="aiship: continuous delivery of AI applications.", no_args_is_help=True)
 local_app = typer.Typer(help="The local platform: Docker, registry, stores, Prefect, Kubernetes.", no_args_is_help=True)
@@ -228,6 +229,7 @@ def deliver_command(
 
     from flows.deliver import deliver
 
+    run_flows_quietly()
     try:
         state = deliver(model_name, model_version, git_ref, environment, app_name, return_state=True)
         result = state.result()

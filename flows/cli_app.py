@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,27 @@ apps_app = typer.Typer(help="The apps aiship delivers: register, list, forget.",
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
+
+
+class _NoTracebackForAishipErrors(logging.Filter):
+    """An aiship error is a sentence that says what to do, printed once by the command; the console
+    gets Prefect's log line about it without the traceback. The run's logs on the server keep it:
+    Prefect's API handler, on the flow and task run loggers, has formatted the record already when
+    it propagates to the root logger's console handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AishipError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def run_flows_quietly() -> None:
+    """Call before running a flow in this process (after Prefect set its logging up on import)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _NoTracebackForAishipErrors) for f in handler.filters):
+            handler.addFilter(_NoTracebackForAishipErrors())
 
 
 @apps_app.command("register")
@@ -281,6 +303,7 @@ def rollback_command(
     """Roll APP back in an environment to a digest that served there before, without building."""
     from flows.promote import rollback
 
+    run_flows_quietly()
     try:
         result = rollback(environment, to, app_name)
     except AishipError as exc:

@@ -30,13 +30,13 @@ from flows.image import build_image
 from flows.locks import environment_lock
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
-from flows.registry import PushedImage, find_existing, load_credentials, push_image
+from flows.registry import PushedImage, check_address, find_existing, load_credentials, push_image
 from flows.release import Release
 from flows.retry import backoff_delays, retry_condition
 from flows.rollout import roll_out
 from flows.settings import Environment, Settings
 from flows.smoke_test import smoke_test
-from flows.source import SourceTree, check_out, is_ancestor
+from flows.source import SourceTree, check_out, check_ref, is_ancestor
 
 # Deployments started by events: they never replace a newer model version that already serves.
 EVENT_DEPLOYMENTS = frozenset({"deliver-model", "deliver-commit"})
@@ -172,9 +172,17 @@ def ship(app: AppRegistration, release: Release, source: SourceTree, config: App
 
 def run_delivery(app: AppRegistration, model_name: str, model_version: int | None, git_ref: str, environment: str,
                  settings: Settings, *, by_event: bool) -> Delivery:
-    """The delivery's steps, shared by `deliver` and `deliver_commit`."""
+    """The delivery's steps, shared by `deliver` and `deliver_commit`.
+
+    What the parameters name (environment, git ref, model and version) and the registry's address
+    are checked first, so a mistake is refused before anything is cloned, tested or built.
+    """
     env = app.environment(environment)
+    check_ref(git_ref)
+    check_address(settings.registry_host)
     clock = StageClock()
+    with clock.stage("resolve"):
+        model = resolve_model(model_name, model_version, settings)
     with clock.stage("check_out"):
         source = check_out(app.repository, git_ref)
     workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
@@ -186,9 +194,7 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
                                      "the environment's max_* in the app's registration")
         with clock.stage("app_tests"):
             test_app(build_test_image(source, config, settings), config)
-        with clock.stage("resolve"):
-            model = resolve_model(model_name, model_version, settings)
-            serving = read_serving(app, env, settings)
+        serving = read_serving(app, env, settings)
         release = Release(app=app.name, git_sha=source.sha, model=model, serve=config.serve)
         if reason := skip_reason(serving, release, by_event, partial(is_ancestor, source)):
             return skipped(release, env, reason, serving, clock)

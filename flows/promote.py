@@ -85,6 +85,12 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     settings = Settings()
     registration = app_named(settings, app)
     source, target = registration.environment(source_environment), registration.environment(target_environment)
+    if source.name == target.name:
+        raise ConfigurationError(f"promote moves a digest between two environments; {source.name!r} is named as both "
+                                 "(to roll an environment back, run `rollback`)")
+    if approval_timeout_seconds < 1:
+        raise ConfigurationError(f"approval_timeout_seconds is {approval_timeout_seconds}; give at least 1 second "
+                                 "(a day, 86400, by default)")
     release = promotable(read_serving(registration, source, settings), registration.name, source.name)
     key = f"promotion-{registration.name}"
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))

@@ -25,13 +25,17 @@ from prefect import task
 
 from flows import oci
 from flows.distribution import RegistryAPI, RegistryHTTPError
-from flows.errors import ImagePushError
+from flows.errors import ConfigurationError, ImagePushError
 from flows.image import BuiltImage, summary_table
 from flows.release import Release
 from flows.retry import retry_condition
 from flows.settings import Settings
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The domain of an image reference, as the distribution project's reference grammar has it:
+# dot-separated components of letters, digits and inner hyphens, then an optional :port.
+_COMPONENT = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+REGISTRY_ADDRESS = re.compile(rf"^{_COMPONENT}(?:\.{_COMPONENT})*(?::[0-9]{{1,5}})?$")
 EXISTING_STATUSES = frozenset({"Layer already exists"})
 # Daemon messages that mean "try again later": the network or the registry hiccupped.
 _TRANSIENT = re.compile(
@@ -228,6 +232,14 @@ def load_credentials(block_name: str) -> Any:
 
 
 # ---------------------------------------------------------------- the task
+
+
+def check_address(host: str) -> str:
+    """`host` when it is a registry's host[:port]; a ConfigurationError naming the setting otherwise."""
+    if not REGISTRY_ADDRESS.match(host):
+        raise ConfigurationError(f"AISHIP_REGISTRY {host!r} is not a registry address; give host[:port] without a "
+                                 "scheme or path, e.g. myacr.azurecr.io or 127.0.0.1:5000")
+    return host
 
 
 @task(name="push-image", retries=4, retry_delay_seconds=[2, 5, 10, 20], retry_condition_fn=retry_condition)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -45,24 +46,41 @@ def is_ancestor(source: SourceTree, older: str, newer: str) -> bool:
     return proc.returncode == 0
 
 
+def check_ref(git_ref: str) -> str:
+    """`git_ref` when it can name a branch, tag or SHA (git's own check-ref-format rules, and never
+    an option); a ConfigurationError otherwise, before anything is cloned."""
+    proc = subprocess.run(["git", "check-ref-format", "--allow-onelevel", git_ref], capture_output=True, check=False)
+    if not git_ref or git_ref.startswith("-") or proc.returncode != 0:
+        raise ConfigurationError(f"git ref {git_ref!r} is not a branch, tag or commit SHA; "
+                                 "pass one such as main, v1.2 or a 40-digit SHA")
+    return git_ref
+
+
 def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> SourceTree:
-    """Clones `repo_url` into a temporary work tree and checks out `git_ref` (branch, tag or SHA)."""
+    """Clones `repo_url` into a temporary work tree and checks out `git_ref` (branch, tag or SHA).
+
+    The work tree is removed again when the ref is not found or git fails."""
+    check_ref(git_ref)
     root = Path(tempfile.mkdtemp(prefix="aiship-src-", dir=workdir))
-    _git("clone", "--quiet", "--no-checkout", repo_url, str(root))
-    for candidate in (f"origin/{git_ref}", git_ref):
-        proc = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
-            cwd=root, capture_output=True, text=True, check=False,
-        )
-        if proc.returncode == 0:
-            sha = proc.stdout.strip()
-            break
-    else:
-        raise ConfigurationError(
-            f"git ref {git_ref!r} not found in {repo_url}; push it there or pass an existing branch, tag or SHA"
-        )
-    _git("checkout", "--quiet", "--detach", sha, cwd=root)
-    committed_at = datetime.fromisoformat(_git("show", "-s", "--format=%cI", sha, cwd=root))
+    try:
+        _git("clone", "--quiet", "--no-checkout", repo_url, str(root))
+        for candidate in (f"origin/{git_ref}", git_ref):
+            proc = subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"],
+                cwd=root, capture_output=True, text=True, check=False,
+            )
+            if proc.returncode == 0:
+                sha = proc.stdout.strip()
+                break
+        else:
+            raise ConfigurationError(
+                f"git ref {git_ref!r} not found in {repo_url}; push it there or pass an existing branch, tag or SHA"
+            )
+        _git("checkout", "--quiet", "--detach", sha, cwd=root)
+        committed_at = datetime.fromisoformat(_git("show", "-s", "--format=%cI", sha, cwd=root))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     return SourceTree(path=root, sha=sha, committed_at=committed_at, repo_url=repo_url)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from flows.errors import ImagePushError
-from flows.registry import PushedImage, PushProgress, auth_config, is_transient_message, iter_push_summary, push_error
+from flows.errors import ConfigurationError, ImagePushError
+from flows.registry import PushedImage, PushProgress, auth_config, check_address, is_transient_message, iter_push_summary, push_error
 from flows.retry import is_transient
 
 DIGEST = "sha256:" + "d" * 64
@@ -128,3 +128,14 @@ def test_push_summary_names_the_digest_and_what_was_uploaded():
     assert f"| digest | `{digest}` |" in lines
     assert "| layers uploaded / already there | 1 / 2 |" in lines
     assert "| bytes uploaded (layer sizes, uncompressed) | 42,348 |" in lines
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "myacr.azurecr.io", "registry", "my-registry.example.com:443"])
+def test_registry_addresses_are_host_and_port(host):
+    assert check_address(host) == host
+
+
+@pytest.mark.parametrize("host", ["https://myacr.azurecr.io", "myacr.azurecr.io/v2", "", "-bad.io", "host:port", "a b"])
+def test_a_malformed_registry_address_names_the_setting(host):
+    with pytest.raises(ConfigurationError, match="AISHIP_REGISTRY .* is not a registry address"):
+        check_address(host)
