@@ -11,6 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -31,9 +33,9 @@ from flows.locks import environment_lock
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
 from flows.registry import PushedImage, check_address, find_existing, load_credentials, push_image
-from flows.release import Release
+from flows.release import PinnedRelease, Release
 from flows.retry import backoff_delays, retry_condition
-from flows.rollout import roll_out
+from flows.rollout import RolloutResult, roll_out
 from flows.settings import Environment, Settings
 from flows.smoke_test import smoke_test
 from flows.source import SourceTree, check_out, check_ref, is_ancestor
@@ -157,17 +159,44 @@ def ship(app: AppRegistration, release: Release, source: SourceTree, config: App
         pushed, image_bytes = None, 0
     else:
         pushed, image_bytes = build_tested_image(release, source, config, model, settings, workdir, clock)
-    pinned = release.pinned((existing or pushed).ref)
+    turn = roll_out_in_turn(app, release.pinned((existing or pushed).ref), env, settings, by_event,
+                            partial(is_ancestor, source))
+    clock.seconds["wait_for_environment"] = turn.waited_seconds
+    if turn.result is None:
+        return skipped(release, env, turn.reason, turn.serving, clock)
+    clock.seconds["roll_out"] = turn.rollout_seconds
+    return delivery_record(release, env, "delivered", "", turn.result.ref, pushed, image_bytes, clock, turn.result.address)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A release's turn at its environment: rolled out (`result`), or `reason` why not."""
+
+    serving: ServingVersion | None  # what served once the turn came
+    reason: str
+    result: RolloutResult | None
+    waited_seconds: float
+    rollout_seconds: float
+    held: tuple[datetime, datetime]  # when the environment's lock was taken and given back
+
+
+def roll_out_in_turn(app: AppRegistration, release: PinnedRelease, env: Environment, settings: Settings, by_event: bool,
+                     ancestry: Callable[[str, str], bool]) -> Turn:
+    """Takes the environment's lock, then rolls `release` out unless what serves by then supersedes it.
+
+    Runs waiting for the lock get it in no set order, so what serves is read only once it is held:
+    an event that arrives second with an older model finds the newer one serving and stops there.
+    """
     waiting_since = time.monotonic()
     with environment_lock(app.name, env.name):
-        clock.seconds["wait_for_environment"] = round(time.monotonic() - waiting_since, 2)
-        # Runs waiting here start in no set order: look again at what serves once it is our turn.
+        taken, waited = datetime.now(timezone.utc), round(time.monotonic() - waiting_since, 2)
         serving = read_serving(app, env, settings)
-        if reason := skip_reason(serving, release, by_event, partial(is_ancestor, source)):
-            return skipped(release, env, reason, serving, clock)
-        with clock.stage("roll_out"):
-            result = roll_out(pinned, env)
-    return delivery_record(release, env, "delivered", "", result.ref, pushed, image_bytes, clock, result.address)
+        result, started = None, time.monotonic()
+        if not (reason := skip_reason(serving, release, by_event, ancestry) or ""):
+            result = roll_out(release, env)
+        rollout_seconds = round(time.monotonic() - started, 2)
+        given_back = datetime.now(timezone.utc)
+    return Turn(serving, reason, result, waited, rollout_seconds, (taken, given_back))
 
 
 def run_delivery(app: AppRegistration, model_name: str, model_version: int | None, git_ref: str, environment: str,
