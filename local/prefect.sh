@@ -25,6 +25,10 @@ export PREFECT_API_URL="$ADDRESS/api"
 # within the 5 s aiship promises; heartbeats every 10 s keep the worker's ONLINE status fresh.
 export PREFECT_WORKER_QUERY_SECONDS=1
 export PREFECT_WORKER_HEARTBEAT_SECONDS=10
+# A flow run's calls to the server retry 7 times (2 + 4 + ... + 128 s, about 4 min) instead of 5
+# (about 1 min): a server restart, which takes up to a minute or two on a busy machine, is waited
+# out instead of failing a delivery that has already rolled out, or leaving its run Running.
+export PREFECT_CLIENT_MAX_RETRIES=7
 # Concurrency slots (the deployments' limits and aiship's per-environment locks) are held by leases.
 # The default keeps leases in the server's memory: a server restart then forgets them and a slot
 # held at that moment stays taken for good. On disk (under PREFECT_HOME) they survive restarts and

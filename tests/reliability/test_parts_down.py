@@ -1,4 +1,5 @@
-"""Parts of the platform stopped while an operation uses them: the Kubernetes API server, the registry, Azurite.
+"""Parts of the platform stopped while an operation uses them: the Kubernetes API server, the registry, Azurite,
+the Prefect server.
 
 A part "back after a few seconds" is killed (or stopped) and started again by the project's own
 script while the operation runs in a thread; each test checks the part really refused a call
@@ -11,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -183,3 +185,65 @@ def test_azurite_that_stays_down_fails_the_fetch_clearly_and_writes_nothing(sett
         part("up", "azurite")
     assert caught.value.transient
     assert [p.name for p in (tmp_path / "model").iterdir()] == []  # nothing to build from
+
+
+# A delivery's flow in a process of its own, as the worker starts one: a rollout inside a flow run.
+RESTART_CHILD = """
+import sys
+from prefect import flow
+from flows.release import PinnedRelease
+from flows.rollout import roll_out
+from flows.settings import Environment
+
+@flow(name="aiship-tests-prefect-restart")
+def deliver_release(release: str, env: str) -> str:
+    return roll_out(PinnedRelease.model_validate_json(release), Environment.model_validate_json(env)).digest
+
+print(deliver_release(sys.argv[1], sys.argv[2]))
+"""
+
+
+def worker_setting(name: str) -> str:
+    """A setting local/prefect.sh exports for the worker (and so for every flow run it starts)."""
+    import re
+
+    found = re.search(rf"^export {name}=(\S+)$", (REPO / "local" / "prefect.sh").read_text(), re.M)
+    assert found, f"local/prefect.sh exports no {name}"
+    return found.group(1)
+
+
+def test_the_prefect_server_restarted_during_a_delivery_leaves_no_run_running(settings, api_client, namespaces, images, tmp_path):
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    env = environment(api_client, namespaces, "prefect")
+    roll_out_release(api_client, release(images["v1"], 1), env, settings)
+    new = release(images["v2"], 2)
+    # minReadySeconds 20: the rollout waits long enough for the server to be down and back meanwhile.
+    child_env = {**os.environ, "AISHIP_ROLLOUT_MIN_READY_SECONDS": "20",
+                 "AISHIP_ROLLOUT_PROGRESS_DEADLINE_SECONDS": str(settings.rollout_progress_deadline_seconds),
+                 "PREFECT_CLIENT_MAX_RETRIES": worker_setting("PREFECT_CLIENT_MAX_RETRIES")}
+    log = tmp_path / "delivery.log"
+    proc = subprocess.Popen([sys.executable, "-c", RESTART_CHILD, new.model_dump_json(), env.model_dump_json()],
+                            cwd=REPO, env=child_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    health = f"{os.environ['PREFECT_API_URL']}/health"
+    try:
+        wait_for("the apply of v2", lambda: ((kube.read_deployment(api_client, env.namespace, new.app) or {})
+                                              .get("metadata", {}).get("annotations") or {}).get(DIGEST) == new.digest)
+        pid = int((settings.state_dir / "prefect" / "server.pid").read_text())
+        os.kill(pid, signal.SIGKILL)  # a crash; a graceful stop could take a minute to let go
+        wait_for("the Prefect server gone", lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+        assert refused(lambda: httpx.get(health, timeout=2).raise_for_status())
+        assert proc.poll() is None, log.read_text()  # the fault hit while the delivery ran
+    finally:
+        part("up", "prefect")  # the server again (the worker kept running)
+    assert proc.wait(timeout=240) == 0, log.read_text()
+    assert new.digest in log.read_text().splitlines()[-1]
+
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["aiship-tests-prefect-restart"])),
+                                      sort="START_TIME_DESC", limit=1)
+    assert runs and runs[0].state.is_completed(), runs and runs[0].state
+    wait_until_settled(api_client, env.namespace)
+    assert version_at(env)["mark"] == "v2"
