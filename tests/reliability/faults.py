@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,3 +43,44 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0, ever
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f} s")
         time.sleep(every)
+
+
+class Background(threading.Thread):
+    """Runs `fn` in a thread and keeps its result or exception."""
+
+    def __init__(self, fn) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # handed to the test, which asserts on it
+            self.error = exc
+
+    def outcome(self, timeout: float):
+        self.join(timeout)
+        assert not self.is_alive(), f"still running after {timeout:.0f} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wrk_binary() -> str:
+    """Debian's `wrk` (a compiled HTTP load generator), installed with apt-get when missing."""
+    import os
+
+    found = shutil.which("wrk")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    found = shutil.which("wrk")
+    if not found:
+        raise AssertionError(f"could not install wrk with apt-get: {proc.stderr.strip()[-300:]}; install it by hand")
+    return found

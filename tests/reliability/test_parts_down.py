@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,28 +25,7 @@ from flows.release import DIGEST
 from flows.rollout import roll_out_release
 from tests.fixtures.models import good_model
 from tests.kube_support import environment, release, version_at, wait_until_settled
-from tests.reliability.faults import REPO, wait_for
-
-
-class Background(threading.Thread):
-    """Runs `fn` in a thread and keeps its result or exception."""
-
-    def __init__(self, fn) -> None:
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:  # handed to the test, which asserts on it
-            self.error = exc
-
-    def outcome(self, timeout: float):
-        self.join(timeout)
-        assert not self.is_alive(), f"still running after {timeout:.0f} s"
-        if self.error is not None:
-            raise self.error
-        return self.result
+from tests.reliability.faults import REPO, Background, wait_for
 
 
 def part(action: str, name: str) -> None:
