@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from flows import disk
 from flows.errors import ImageBuildError
 
 MODEL_MOUNT = "/opt/model"  # the default of aiship.toml's [model] dir
@@ -137,6 +138,8 @@ def write_model_layer(model_file: Path, manifest_file: Path, dest: Path, model_d
     except OSError as exc:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
+        if disk.is_full(exc):
+            raise disk.full_disk_error(dest.parent, f"writing the model layer of {model_file.name}") from exc
         raise ImageBuildError(f"writing the model layer of {model_file} to {dest} failed: {exc}; "
                               "check that the fetched model is still there and the work folder has space") from exc
     return ModelLayer(dest, digest, size)

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from flows import disk
 from flows.errors import MalformedManifestError, ModelIntegrityError, ModelNotFoundError, ModelStoreError
 from flows.release import ModelId
 from flows.manifest import (
@@ -283,13 +284,18 @@ class BaseModelStore(ABC):
         on a mismatch nothing is left behind and ModelIntegrityError names object, expected, actual.
         """
         dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        key = key_of(ref.name, ref.version, ref.manifest.file)
-        target = dest / ref.manifest.file
-        tmp = self._call(f"download {ref.uri}", lambda: self._download_verified(key, ref, dest))
-        os.replace(tmp, target)
-        manifest_path = dest / MANIFEST_FILE
-        _write_atomic(manifest_path, ref.manifest.to_json().encode())
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            key = key_of(ref.name, ref.version, ref.manifest.file)
+            target = dest / ref.manifest.file
+            tmp = self._call(f"download {ref.uri}", lambda: self._download_verified(key, ref, dest))
+            os.replace(tmp, target)
+            manifest_path = dest / MANIFEST_FILE
+            _write_atomic(manifest_path, ref.manifest.to_json().encode())
+        except (OSError, ModelStoreError) as exc:  # the download's own OSError arrives wrapped by _call
+            if disk.is_full(exc):
+                raise disk.full_disk_error(dest, f"downloading {ref.uri}") from exc
+            raise
         return FetchedModel(ref=ref, path=target, manifest_path=manifest_path)
 
     def _download_verified(self, key: str, ref: ModelRef, dest: Path) -> Path:
