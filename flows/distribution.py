@@ -139,6 +139,29 @@ class RegistryAPI:
             raise ValueError(f"the registry stored the blob {digest} of {self.repository} as {reported}")
         return True
 
+    def tags(self) -> list[str]:
+        """Every tag of the repository (following the registry's `Link` pages); [] when it has none."""
+        found, url = [], f"{self.base}/tags/list?n=1000"
+        while url:
+            response = self.request("GET", url)
+            if response.status_code == 404:
+                return found
+            if response.status_code != 200:
+                raise RegistryHTTPError(f"GET tags of {self.repository}", response)
+            found += response.json().get("tags") or []
+            link = re.search(r'<([^>]+)>;\s*rel="next"', response.headers.get("link", ""))
+            url = str(httpx.URL(self.base).join(link.group(1))) if link else ""
+        return found
+
+    def delete_manifest(self, digest: str) -> bool:
+        """Deletes the manifest `digest` and the tags that point at it; False when it was gone already."""
+        response = self.request("DELETE", f"{self.base}/manifests/{digest}")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 202:
+            raise RegistryHTTPError(f"DELETE manifest {self.repository}@{digest}", response)
+        return True
+
     def put_manifest(self, reference: str, manifest: bytes, media_type: str) -> str:
         """Writes a manifest under a tag; returns its digest, checked against the bytes sent."""
         response = self.request("PUT", f"{self.base}/manifests/{reference}", content=manifest,

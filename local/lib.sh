@@ -122,6 +122,7 @@ dispatch() {
         up) part_up ;;
         down) part_down ;;
         status) part_status ;;
-        *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+        gc) if declare -F part_gc >/dev/null; then part_gc; else echo "usage: $0 up|down|status" >&2; exit 2; fi ;;
+        *) echo "usage: $0 up|down|status$(declare -F part_gc >/dev/null && echo '|gc')" >&2; exit 2 ;;
     esac
 }

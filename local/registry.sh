@@ -162,6 +162,23 @@ part_up() {
 
 part_down() { stop_pidfile "$PIDFILE"; }
 
+# part_gc: frees the blobs no manifest refers to any more (the `collect-garbage` flow deletes
+# manifests through the API). garbage-collect must not run beside a serving registry (an upload
+# in progress could lose its blobs), so the registry stops meanwhile: a push then meets a stopped
+# registry for a few seconds and retries.
+part_gc() {
+    local was_running="" before
+    [[ -n "$(pid_of "$PIDFILE")" ]] && was_running=1
+    before="$(du -sk "$PART_DIR/data" | cut -f1)"
+    part_down
+    if ! docker-registry garbage-collect "$PART_DIR/config.yml" >"$PART_DIR/gc.log" 2>&1; then
+        [[ -n "$was_running" ]] && part_up
+        die "garbage-collect failed; see $PART_DIR/gc.log"
+    fi
+    [[ -n "$was_running" ]] && part_up
+    log "freed $(( (before - $(du -sk "$PART_DIR/data" | cut -f1)) / 1024 )) MiB of blobs no manifest refers to"
+}
+
 part_status() {
     local pid
     pid="$(pid_of "$PIDFILE")"

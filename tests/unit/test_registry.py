@@ -139,3 +139,13 @@ def test_registry_addresses_are_host_and_port(host):
 def test_a_malformed_registry_address_names_the_setting(host):
     with pytest.raises(ConfigurationError, match="AISHIP_REGISTRY .* is not a registry address"):
         check_address(host)
+
+
+def test_garbage_is_what_nothing_uses_beyond_the_newest():
+    from flows.registry_gc import Manifest, to_delete
+
+    old, served, middle, newest = (Manifest(f"sha256:{c * 64}", (f"t{c}",), f"2026-01-0{i}T00:00:00Z", 1)
+                                   for i, c in enumerate("abcd", start=1))
+    same_commit_newer_model = Manifest("sha256:" + "e" * 64, ("te",), newest.created, 2)
+    picked = to_delete([old, served, middle, newest, same_commit_newer_model], in_use={served.digest}, keep=2)
+    assert picked == [old, middle]
