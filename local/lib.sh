@@ -70,11 +70,21 @@ require_port_free() {
     fi
 }
 
-# start_bg NAME CMD...: starts CMD detached, logs to $PART_DIR/NAME.log, pid in $PART_DIR/NAME.pid.
+# Each log is a ring of LOG_FILES files of at most LOG_SIZE (apache2-utils' rotatelogs): NAME.log.r,
+# NAME.log.r.1, ...; NAME.log is a hard link to the one being written.
+LOG_SIZE="${AISHIP_LOG_SIZE:-20M}"
+LOG_FILES="${AISHIP_LOG_FILES:-3}"
+
+# start_bg NAME CMD...: starts CMD detached, logs to $PART_DIR/NAME.log (rotated), pid in $PART_DIR/NAME.pid.
 start_bg() {
     local name="$1"; shift
+    command -v rotatelogs >/dev/null || apt_install apache2-utils
     log "starting $name"
-    setsid nohup "$@" >"$PART_DIR/$name.log" 2>&1 </dev/null &
+    rm -f "$PART_DIR/$name.log" "$PART_DIR/$name.log.r"*  # this start's log begins empty, as before
+    # $! is CMD's pid (the last process started); rotatelogs ends when CMD's output closes. Its own
+    # stdout and stderr go nowhere: inherited, they would keep the caller's pipes open for good.
+    setsid nohup "$@" > >(exec rotatelogs -f -n "$LOG_FILES" -L "$PART_DIR/$name.log" "$PART_DIR/$name.log.r" "$LOG_SIZE" \
+        >/dev/null 2>&1) 2>&1 </dev/null &
     echo $! >"$PART_DIR/$name.pid"
 }
 

@@ -124,3 +124,30 @@ def test_a_failing_install_is_explained_and_nothing_runs(second_platform):
     port = int(second_platform["AISHIP_AZURITE_PORT"])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "something listens on the azurite port"
+
+
+def test_a_part_log_is_a_ring_of_bounded_files(tmp_path):
+    """start_bg's log: LOG_FILES files of at most LOG_SIZE, NAME.log the one being written, and a
+    caller that captures the script's output is not held by the log writer after the script exits."""
+    import time
+
+    script = ('source local/lib.sh; start_bg noisy bash -c \'for i in $(seq 1 20000); do echo "line $i of a noisy part"; done; '
+              'sleep 30\'')
+    env = {**os.environ, "PART": "noisy", "AISHIP_STATE_DIR": str(tmp_path), "AISHIP_LOG_SIZE": "64K", "AISHIP_LOG_FILES": "3"}
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 10  # returned at once, although the part still runs
+    part = tmp_path / "noisy"
+    pid = int((part / "noisy.pid").read_text())
+    try:
+        deadline = time.monotonic() + 20
+        log = part / "noisy.log"  # linked once rotatelogs has opened its first file
+        while not (log.exists() and "line 20000 " in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ring = sorted(p.name for p in part.glob("noisy.log.r*"))
+        assert ring == ["noisy.log.r", "noisy.log.r.1", "noisy.log.r.2"], ring
+        assert all((part / name).stat().st_size <= 64 * 1024 + 100 for name in ring)
+        assert (part / "noisy.log").read_text().rstrip().endswith("line 20000 of a noisy part")
+    finally:
+        os.kill(pid, 15)

@@ -185,10 +185,13 @@ def kubernetes_objects(api_client) -> Iterator[tuple[str, Iterator[bytes]]]:
 
 
 def platform_logs(settings) -> Iterator[tuple[str, Iterator[bytes]]]:
-    """The receiver's log, the Prefect server's and the worker's (which holds every flow run's output)."""
-    for path in (settings.state_dir / "webhooks" / "gunicorn.log", settings.state_dir / "prefect" / "server.log",
-                 settings.state_dir / "prefect" / "worker.log"):
-        yield f"log {path.relative_to(settings.state_dir)}", _file(path)
+    """The receiver's log, the Prefect server's and the worker's (which holds every flow run's output):
+    every file of each log's ring (local/lib.sh start_bg)."""
+    for part, name in (("webhooks", "gunicorn"), ("prefect", "server"), ("prefect", "worker")):
+        ring = sorted((settings.state_dir / part).glob(f"{name}.log.r*"))
+        assert ring, f"no log files of {part}/{name} under {settings.state_dir}"
+        for path in ring:
+            yield f"log {path.relative_to(settings.state_dir)}", _file(path)
 
 
 def _file(path: Path) -> Iterator[bytes]:
