@@ -59,9 +59,10 @@ def chromium() -> str:
     return found
 
 
-def credential() -> str:
-    """The Prefect API's `user:password` (the local platform's, unless PREFECT_API_AUTH_STRING names one)."""
-    use_local_prefect()
+def credential(base: str = UI) -> str:
+    """The Prefect API's `user:password`: PREFECT_API_AUTH_STRING, or the local platform's for the local UI only."""
+    if base.rstrip("/") == UI:
+        use_local_prefect()
     value = os.environ.get("PREFECT_API_AUTH_STRING", "")
     if not value:
         raise ScreenshotError("no Prefect API credential: set PREFECT_API_AUTH_STRING, or start the platform with `aiship local up`")
@@ -70,7 +71,7 @@ def credential() -> str:
 
 def api(path: str, body: dict | None = None, base: str = UI) -> object:
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(credential().encode()).decode()}
+    headers = {"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(credential(base).encode()).decode()}
     request = urllib.request.Request(f"{base}/api{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
@@ -96,26 +97,30 @@ class Browser:
     def __init__(self, binary: str, profile: str, timeout: float) -> None:
         from websockets.sync.client import connect
 
-        self.timeout = timeout
-        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        endpoint, seen = None, []
-        deadline = time.monotonic() + 60
-        while endpoint is None and time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            seen.append(line)
-            found = re.search(r"DevTools listening on (ws://\S+)", line)
-            endpoint = found and found.group(1)
-        if endpoint is None:
+        self.timeout, self.ws = timeout, None
+        # Chromium's chatter goes to a file: a pipe nobody reads would block it once full.
+        self.log = Path(profile) / "chromium.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                         stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            endpoint = None
+            deadline = time.monotonic() + 60
+            while endpoint is None and time.monotonic() < deadline and self.proc.poll() is None:
+                found = re.search(r"DevTools listening on (ws://\S+)", self.log.read_text())
+                endpoint = found and found.group(1)
+                time.sleep(0.1)
+            if endpoint is None:
+                raise ScreenshotError(f"chromium did not open its DevTools endpoint: {self.log.read_text().strip()[-400:]}")
+            self.ws = connect(endpoint, max_size=64 * 2**20, open_timeout=30)
+            self._ids = itertools.count(1)
+            target = self.call("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            self.call("Emulation.setDeviceMetricsOverride", session=True, width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
+                      mobile=False)
+        except BaseException:
             self.close()
-            raise ScreenshotError(f"chromium did not open its DevTools endpoint: {''.join(seen).strip()[-400:]}")
-        self.ws = connect(endpoint, max_size=64 * 2**20, open_timeout=30)
-        self._ids = itertools.count(1)
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+            raise
 
     def call(self, method: str, session: bool = False, **params: object) -> dict:
         message_id = next(self._ids)
@@ -153,7 +158,7 @@ class Browser:
             time.sleep(0.25)
 
     def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
+        if self.ws is not None:
             self.ws.close()
         self.proc.kill()
         self.proc.wait(timeout=30)
@@ -183,7 +188,7 @@ def take(flow_run_id: str | None, out_dir: Path, base: str = UI) -> list[Path]:
         try:
             # The UI's login form does the same: localStorage["prefect-password"] = btoa("user:password").
             browser.goto(f"{base}/api/health")
-            browser.evaluate(f"localStorage.setItem('prefect-password', btoa({json.dumps(credential())}))")
+            browser.evaluate(f"localStorage.setItem('prefect-password', btoa({json.dumps(credential(base))}))")
             return [screenshot(browser, f"{base}/deployments", out_dir / "deployments.png"),
                     screenshot(browser, f"{base}/runs/flow-run/{run_id}", out_dir / "promote-paused.png")]
         finally:

@@ -135,6 +135,9 @@ def registered_apps() -> list[AppRegistration]:
                 if len(page) < PAGE:
                     break
     except (httpx.HTTPError, OSError) as exc:
+        if getattr(getattr(exc, "response", None), "status_code", None) == 401:
+            raise PlatformError("cannot read the registered apps: the Prefect API refused the credential; set "
+                                "PREFECT_API_AUTH_STRING to the server's (locally: .aiship/prefect/api-auth-string)") from exc
         raise PlatformError(f"cannot read the registered apps: the Prefect API does not answer ({type(exc).__name__}); "
                             "start it with `aiship local up prefect` or set PREFECT_API_URL") from exc
     apps = []

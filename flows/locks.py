@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 LOCK_PREFIX = "aiship-env-"
 
@@ -32,7 +32,11 @@ def ensure_lock(app: str, environment: str) -> str:
 
                 client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+            except ObjectAlreadyExists:
+                pass  # another run of a new environment made it first: the same limit
+
     return name
 
 

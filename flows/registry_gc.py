@@ -1,8 +1,11 @@
 """The registry's garbage collection: image manifests that no environment serves or could roll back
 to, and that are not among an app's newest, are deleted; the registry then frees their blobs.
 
-Runs as the scheduled `collect-garbage` deployment. It waits for a quiet moment: while a delivery
-runs, it deletes nothing (the image that delivery found or pushed may not serve yet).
+Runs as the scheduled `collect-garbage` deployment. It waits for a quiet moment: while a delivery,
+promotion or rollback runs, it deletes nothing (the image that run found or pushed may not serve
+yet), and it looks again before each repository and before the registry's sweep. A promotion
+paused for its approval does not count: the digest it waits to promote serves in its source
+environment, or served there before, so it is in use anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from flows.registry import check_address, load_credentials
 from flows.release import LABEL_CREATED, LABEL_MODEL_VERSION
 from flows.settings import Settings
 
-DELIVERY_FLOWS = ("deliver", "deliver-commit")
+CHANGE_FLOWS = ("deliver", "deliver-commit", "promote", "rollback")
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,15 @@ def read_manifests(api: RegistryAPI) -> list[Manifest]:
     return manifests
 
 
-def deliveries_running() -> int:
-    """How many delivery runs are pending or running on the Prefect server now."""
+def changes_running() -> int:
+    """How many runs that may roll an image out are pending or running on the Prefect server now."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
         return len(client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=list(DELIVERY_FLOWS))),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(CHANGE_FLOWS))),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])),
             limit=50))
 
@@ -116,7 +119,7 @@ def collect_garbage(keep: int = 10, apps: list[str] | None = None) -> list[Colle
         apps: only these apps (default: every app aiship delivers).
 
     Returns:
-        What each repository kept and deleted; nothing when a delivery was running.
+        What each repository kept and deleted; only the repositories done before a delivery started.
     """
     if keep < 1:
         from flows.errors import ConfigurationError
@@ -125,20 +128,29 @@ def collect_garbage(keep: int = 10, apps: list[str] | None = None) -> list[Colle
     settings = Settings()
     registrations = [a for a in all_apps(settings) if not apps or a.name in apps]
     logger = get_run_logger()
-    if running := deliveries_running():
-        logger.info("%d deliveries are running; nothing is deleted now, the next scheduled run tries again", running)
+
+    def quiet() -> bool:
+        if running := changes_running():
+            logger.info("%d deliveries, promotions or rollbacks are running; the rest waits for the next scheduled run", running)
+        return not running
+
+    if not quiet():
         return []
     in_use = digests_in_use(registrations, settings)
     credentials = load_credentials(settings.registry_credentials_block)
     host = check_address(settings.registry_host)
-    collections = [collect(f"{host}/{app.name}", credentials, in_use, keep) for app in registrations]
+    collections = []
+    for app in registrations:
+        if not quiet():
+            break
+        collections.append(collect(f"{host}/{app.name}", credentials, in_use, keep))
     lines = ["| repository | kept | deleted |", "|---|---|---|"]
     lines += [f"| `{c.repository}` | {len(c.kept)} | {len(c.deleted)} |" for c in collections]
     create_markdown_artifact(key="registry-garbage", markdown="\n".join(lines),
                              description="Images deleted from the registry (their blobs are freed by the registry)")
     for c in collections:
         logger.info("%s: kept %d images, deleted %d", c.repository, len(c.kept), len(c.deleted))
-    if settings.registry is None:  # the local platform's registry frees blobs only when told to
+    if settings.registry is None and quiet():  # the local platform's registry frees blobs only when told to
         from flows.local_platform import run_script
 
         run_script("registry", "gc", settings)

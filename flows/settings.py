@@ -164,5 +164,5 @@ def use_local_prefect(settings: Settings | None = None) -> None:
         return
     try:
         os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_auth_file.read_text().strip()
-    except FileNotFoundError:
-        pass  # the platform is not set up yet; the first call then says the server refused or is down
+    except OSError:
+        pass  # not set up yet, or not ours to read: the first call then says the server refused or is down

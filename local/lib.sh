@@ -81,9 +81,11 @@ start_bg() {
     command -v rotatelogs >/dev/null || apt_install apache2-utils
     log "starting $name"
     rm -f "$PART_DIR/$name.log" "$PART_DIR/$name.log.r"*  # this start's log begins empty, as before
-    # $! is CMD's pid (the last process started); rotatelogs ends when CMD's output closes. Its own
-    # stdout and stderr go nowhere: inherited, they would keep the caller's pipes open for good.
-    setsid nohup "$@" > >(exec rotatelogs -f -n "$LOG_FILES" -L "$PART_DIR/$name.log" "$PART_DIR/$name.log.r" "$LOG_SIZE" \
+    # $! is CMD's pid (the last process started); rotatelogs ends when CMD's output closes. It runs
+    # in a session of its own, like CMD, so a signal to the caller's process group cannot take the
+    # log away from CMD; its own stdout and stderr go nowhere (inherited, they would keep the
+    # caller's pipes open for good).
+    setsid nohup "$@" > >(exec setsid rotatelogs -f -n "$LOG_FILES" -L "$PART_DIR/$name.log" "$PART_DIR/$name.log.r" "$LOG_SIZE" \
         >/dev/null 2>&1) 2>&1 </dev/null &
     echo $! >"$PART_DIR/$name.pid"
 }

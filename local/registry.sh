@@ -170,12 +170,11 @@ part_gc() {
     local was_running="" before
     [[ -n "$(pid_of "$PIDFILE")" ]] && was_running=1
     before="$(du -sk "$PART_DIR/data" | cut -f1)"
+    # Whatever ends this script (a failure, a cancelled run's signal), a registry that ran runs again.
+    [[ -n "$was_running" ]] && trap 'part_up >/dev/null' EXIT
     part_down
-    if ! docker-registry garbage-collect "$PART_DIR/config.yml" >"$PART_DIR/gc.log" 2>&1; then
-        [[ -n "$was_running" ]] && part_up
-        die "garbage-collect failed; see $PART_DIR/gc.log"
-    fi
-    [[ -n "$was_running" ]] && part_up
+    timeout 600 docker-registry garbage-collect "$PART_DIR/config.yml" >"$PART_DIR/gc.log" 2>&1 \
+        || die "garbage-collect failed or took over 10 min; see $PART_DIR/gc.log"
     log "freed $(( (before - $(du -sk "$PART_DIR/data" | cut -f1)) / 1024 )) MiB of blobs no manifest refers to"
 }
 

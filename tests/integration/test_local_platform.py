@@ -147,7 +147,8 @@ def test_a_part_log_is_a_ring_of_bounded_files(tmp_path):
             time.sleep(0.2)
         ring = sorted(p.name for p in part.glob("noisy.log.r*"))
         assert ring == ["noisy.log.r", "noisy.log.r.1", "noisy.log.r.2"], ring
-        assert all((part / name).stat().st_size <= 64 * 1024 + 100 for name in ring)
+        # rotatelogs moves on after the write that crosses the size: one more read of the pipe (at most 64 KiB)
+        assert all((part / name).stat().st_size <= 64 * 1024 + 65536 for name in ring), [(part / n).stat().st_size for n in ring]
         assert (part / "noisy.log").read_text().rstrip().endswith("line 20000 of a noisy part")
     finally:
         os.kill(pid, 15)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 from prefect import flow
@@ -137,3 +140,7 @@ def test_the_api_refuses_anonymous_and_wrong_credentials(prefect_api):
         assert resume.status_code == 401, resume.text
     assert httpx.post(f"{prefect_api}/flow_runs/filter", json={"limit": 1}, auth=prefect_auth(), timeout=5).status_code == 200
     assert httpx.get(f"{prefect_api}/health", timeout=5).status_code == 200
+    # The CLI says which credential was refused, not that the server is down.
+    cli = subprocess.run([str(Path(sys.executable).with_name("aiship")), "status"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PREFECT_API_AUTH_STRING": f"{user}:wrong"})
+    assert cli.returncode == 1 and "refused the credential; set PREFECT_API_AUTH_STRING" in cli.stderr, cli.stderr
