@@ -70,14 +70,13 @@ def read_manifests(api: RegistryAPI) -> list[Manifest]:
     """The repository's images, one per digest, with every tag that names it."""
     import json
 
-    by_digest: dict[str, list[str]] = {}
+    by_digest: dict[str, tuple[bytes, list[str]]] = {}
     for tag in api.tags():
         found = api.manifest(tag)
         if found:
-            by_digest.setdefault(found[1], []).append(tag)
+            by_digest.setdefault(found[1], (found[0], []))[1].append(tag)
     manifests = []
-    for digest, tags in by_digest.items():
-        body, _ = api.manifest(digest)
+    for digest, (body, tags) in by_digest.items():  # the manifest read by its first tag: one GET per tag
         config = json.loads(api.blob(json.loads(body)["config"]["digest"]))
         labels = (config.get("config") or {}).get("Labels") or {}
         version = labels.get(LABEL_MODEL_VERSION, "0")
