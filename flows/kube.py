@@ -58,6 +58,21 @@ def read_deployment(api_client, ns: str, name: str) -> dict[str, Any] | None:
     return _read_or_none(api_client, lambda: apps.read_namespaced_deployment(name, ns), f"read Deployment {ns}/{name}")
 
 
+def _read_and_replace(once, what: str, attempts: int = 5) -> None:
+    """`once()` (a read followed by a replace) with transient retries, read again when the object changed meanwhile.
+
+    A replace carries the resourceVersion it read; the Deployment controller writes status and
+    annotations between our read and our write often enough that a 409 is an ordinary answer.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            call_with_retries(once, what=what)
+            return
+        except Exception as exc:
+            if _status(exc) != 409 or attempt == attempts:
+                raise
+
+
 def _upsert(kind: str, ns: str, name: str, read, create, replace, body: dict[str, Any]) -> None:
     """Creates `body`, or replaces the existing object (keeping fields the server owns via `replace(existing, body)`)."""
     from kubernetes.client.exceptions import ApiException
@@ -73,11 +88,8 @@ def _upsert(kind: str, ns: str, name: str, read, create, replace, body: dict[str
         replace(existing, body)
 
     try:
-        call_with_retries(once, what=f"apply {kind} {ns}/{name}")
+        _read_and_replace(once, what=f"apply {kind} {ns}/{name}")
     except ApiException as exc:
-        if _status(exc) == 409:  # created or changed by someone else meanwhile: one more read-and-replace
-            call_with_retries(once, what=f"apply {kind} {ns}/{name}")
-            return
         if _status(exc) is not None and _status(exc) < 500 and _status(exc) != 429:
             raise _refused(kind, ns, name, exc) from exc
         raise
@@ -233,7 +245,7 @@ def restore(api_client, ns: str, name: str, previous, replicas: int) -> None:
         body.pop("status", None)
         apps.replace_namespaced_deployment(name, ns, body)
 
-    call_with_retries(once, what=f"restore Deployment {ns}/{name}")
+    _read_and_replace(once, what=f"restore Deployment {ns}/{name}")
 
 
 def mark_failed(api_client, ns: str, name: str, reason: str) -> None:

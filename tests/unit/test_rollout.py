@@ -440,6 +440,46 @@ def test_a_restore_is_in_progress_until_its_undo_is_waited_on(monkeypatch):
     assert replaced[0]["metadata"]["annotations"][envs.ROLLOUT_STATE] == envs.IN_PROGRESS
 
 
+def test_a_restore_that_meets_a_changed_deployment_reads_it_again(monkeypatch):
+    from kubernetes.client.exceptions import ApiException
+
+    from flows.rollout import Previous
+
+    reads, replaced = [], []
+
+    class Apps:
+        def replace_namespaced_deployment(self, name, ns, body):
+            if len(replaced) == 0 and len(reads) == 1:
+                reads.append("conflict")
+                raise ApiException(status=409, reason="Conflict")
+            replaced.append(body)
+
+    def read(api, ns, name):
+        reads.append("read")
+        return json.loads(json.dumps(SERVING_V1))
+
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
+    monkeypatch.setattr(kube, "read_deployment", read)
+    kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2)
+    assert reads == ["read", "conflict", "read"] and len(replaced) == 1
+
+
+def test_a_restore_that_keeps_meeting_conflicts_gives_up(monkeypatch):
+    from kubernetes.client.exceptions import ApiException
+
+    from flows.rollout import Previous
+
+    class Apps:
+        def replace_namespaced_deployment(self, name, ns, body):
+            raise ApiException(status=409, reason="Conflict")
+
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
+    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: json.loads(json.dumps(SERVING_V1)))
+    with pytest.raises(ApiException) as caught:
+        kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2)
+    assert caught.value.status == 409
+
+
 def test_a_complete_rollout_returns_what_serves_and_what_served(monkeypatch, settings):
     FakeKube(monkeypatch, SERVING_V1, [rollout.Verdict("complete")])
     result = rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
