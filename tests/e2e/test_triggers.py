@@ -323,9 +323,14 @@ def test_8_watch_models_announces_a_version_written_straight_into_the_store_once
 def test_10_a_watch_run_that_collides_with_another_is_cancelled_not_queued(api):
     """Two watch-models runs due at once (as after the worker was down): one runs, the other is
     cancelled by the deployment's CANCEL_NEW limit instead of waiting for the slot."""
+    from datetime import datetime, timedelta, timezone
+
     from prefect.deployments import run_deployment
 
-    ids = [str(run_deployment("watch-models/watch-models", timeout=0).id) for _ in range(2)]
+    # One scheduled time for both, a little ahead: the worker's poll returns both runs or neither,
+    # so it proposes both at once however fast the first would finish.
+    due = datetime.now(timezone.utc) + timedelta(seconds=15)
+    ids = [str(run_deployment("watch-models/watch-models", timeout=0, scheduled_time=due).id) for _ in range(2)]
     finals = [api.wait_final(run_id, QUICK_TIMEOUT) for run_id in ids]
     states = sorted(f["state_type"] for f in finals)
     # A scheduled watch may hold the slot at that moment: then both of ours are cancelled.
