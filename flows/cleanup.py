@@ -4,10 +4,12 @@
   registry repository and its local `aiship-tests/<app>` test repository); older ones are
   removed, with the layers nothing else uses. The registry keeps every pushed digest: that is what
   a rollback pulls.
-- At the end of each delivery, smoke-test containers and work folders (check-outs, build
-  folders, test reports) left by a run that crashed are removed. Only ones older than any run
-  still in progress can be (`SWEEP_AFTER_SECONDS`), so two deliveries at once never sweep each
-  other's.
+- At the end of each delivery, and when the worker starts (`aiship sweep`, from
+  local/prefect.sh), smoke-test and sandbox containers and work folders (check-outs, build
+  folders, test reports) left by a run that died are removed. Each carries the id of the flow run
+  that made it (`flows/ownership.py`): it goes once Prefect has that run in a final state. One
+  without an owner (made outside a flow run) goes only when older than any run still in progress
+  can be (`SWEEP_AFTER_SECONDS`), so two deliveries at once never sweep each other's.
 
 Cleaning is best effort: it logs what it could not remove and never fails a delivery.
 """
@@ -18,15 +20,16 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from flows.ownership import OWNER_LABEL, folder_owner
+from flows.sandbox import SANDBOX_LABEL
 from flows.smoke_test import SMOKE_LABEL
 
-# Folders aiship makes under the temporary directory, by prefix (flows/source.py, deliver.py, sandbox.py).
-WORK_PREFIXES = ("aiship-src-", "aiship-deliver-", "aiship-report-")
 SWEEP_AFTER_SECONDS = 3 * 3600  # longer than any delivery runs, so only a dead run's leftovers are this old
 SMOKE_AFTER_SECONDS = 1800  # a smoke test ends within minutes; older containers belong to a dead run
 
@@ -65,33 +68,67 @@ def prune_images(client: Any, repositories: list[str], keep: int) -> Cleaned:
     return cleaned
 
 
-def sweep_leftovers(client: Any, now: float | None = None, tmp: Path | None = None) -> Cleaned:
-    """Removes smoke-test containers and aiship work folders old enough to belong to a run that died."""
+def sweep_leftovers(client: Any, now: float | None = None, tmp: Path | None = None,
+                    finished: Callable[[set[str]], set[str]] = lambda runs: set()) -> Cleaned:
+    """Removes the containers and aiship work folders of runs that are over, and ownerless ones old enough.
+
+    `finished(ids)` answers which of those flow runs have ended (see `finished_runs`); by default
+    none, and then only age tells.
+    """
     import docker
     from datetime import datetime
 
     now = time.time() if now is None else now
+    containers = [(c, ttl) for label, ttl in ((SMOKE_LABEL, SMOKE_AFTER_SECONDS), (SANDBOX_LABEL, SWEEP_AFTER_SECONDS))
+                  for c in client.containers.list(all=True, filters={"label": label}, ignore_removed=True)]
+    folders = [p for p in sorted(Path(tmp or tempfile.gettempdir()).iterdir()) if p.is_dir() and folder_owner(p) is not None]
+    owners = {c.labels.get(OWNER_LABEL, "") for c, _ in containers} | {folder_owner(p) for p in folders}
+    over = finished(owners - {""}) if owners - {""} else set()
+
     cleaned = Cleaned()
-    for container in client.containers.list(all=True, filters={"label": SMOKE_LABEL}, ignore_removed=True):
+    for container, ttl in containers:
         created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
-        if now - created < SMOKE_AFTER_SECONDS:
+        if not is_leftover(container.labels.get(OWNER_LABEL, ""), now - created, ttl, over):
             continue
         try:
             container.remove(force=True)
             cleaned.containers.append(container.name)
         except docker.errors.APIError as exc:
             cleaned.failed.append(f"container {container.name}: {exc.explanation or exc}")
-    for path in sorted(Path(tmp or tempfile.gettempdir()).iterdir()):
-        if not path.name.startswith(WORK_PREFIXES) or not path.is_dir():
-            continue
+    for path in folders:
         try:
-            if now - path.stat().st_mtime < SWEEP_AFTER_SECONDS:
+            if not is_leftover(folder_owner(path), now - path.stat().st_mtime, SWEEP_AFTER_SECONDS, over):
                 continue
             shutil.rmtree(path)
             cleaned.folders.append(str(path))
         except OSError as exc:
             cleaned.failed.append(f"{path}: {exc}")
     return cleaned
+
+
+def is_leftover(owner: str, age_seconds: float, ttl_seconds: float, finished: Iterable[str]) -> bool:
+    """A run's container or folder is left over once the run is over; one without a known owner, once it is old."""
+    return (bool(owner) and owner in finished) or age_seconds >= ttl_seconds
+
+
+def finished_runs(ids: set[str]) -> set[str]:
+    """Which of these flow runs Prefect has in a final state (completed, failed, crashed, cancelled).
+
+    A run Prefect does not know (another server's, or deleted) is not counted: its leftovers go by age.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    wanted = sorted(UUID(i) for i in ids)
+    over: set[str] = set()
+    with get_client(sync_client=True) as client:
+        for start in range(0, len(wanted), 200):  # the API's page size
+            batch = wanted[start:start + 200]
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch))
+            over |= {str(run.id) for run in runs if run.state is not None and run.state.is_final()}
+    return over
 
 
 def _report(what: str, cleaned: Cleaned, log: Any) -> None:
@@ -120,7 +157,7 @@ def clean_up(app: str, registry: str, keep: int, sweep: bool) -> Cleaned:
     try:
         cleaned = Cleaned()
         if sweep:
-            cleaned = sweep_leftovers(client)
+            cleaned = sweep_leftovers(client, finished=finished_runs)
             _report("sweep of dead runs' leftovers", cleaned, log)
         repositories = [f"{registry.rstrip('/')}/{app}", image_tag_for_tests(app, "0" * 12).rpartition(":")[0]]
         pruned = prune_images(client, repositories, keep)

@@ -273,6 +273,36 @@ def status(
         typer.echo(line)
 
 
+# --- aiship sweep ---
+
+
+@app.command("sweep")
+def sweep_command() -> None:
+    """Remove what runs that are over left on this machine (smoke and sandbox containers, work folders); run at worker start."""
+    from flows.cleanup import finished_runs, sweep_leftovers
+    from flows.image import docker_client
+
+    def finished(ids: set[str]) -> set[str]:
+        try:
+            return finished_runs(ids)
+        except Exception as exc:  # the server is down: what is old enough still goes
+            typer.echo(f"the Prefect server did not say which runs are over ({type(exc).__name__}: {exc}); "
+                       "sweeping by age only", err=True)
+            return set()
+
+    try:
+        client = docker_client()
+    except AishipError as exc:
+        fail(exc)
+    try:
+        cleaned = sweep_leftovers(client, finished=finished)
+    finally:
+        client.close()
+    typer.echo(f"swept {len(cleaned.containers)} containers and {len(cleaned.folders)} work folders")
+    for failure in cleaned.failed:
+        typer.echo(f"could not remove {failure}", err=True)
+
+
 def main() -> None:
     """Entry point of the `aiship` console script."""
     # Without an API URL Prefect would start a throwaway server for each command: use the local one.

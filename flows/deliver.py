@@ -7,7 +7,6 @@ starts: the pushed commit with the model that serves in the environment now (or 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from flows.image import build_image
 from flows.locks import environment_lock
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
+from flows.ownership import work_folder
 from flows.registry import PushedImage, check_address, find_existing, load_credentials, push_image
 from flows.release import PinnedRelease, Release
 from flows.retry import backoff_delays, retry_condition
@@ -188,7 +188,7 @@ def roll_out_in_turn(app: AppRegistration, release: PinnedRelease, env: Environm
     an event that arrives second with an older model finds the newer one serving and stops there.
     """
     waiting_since = time.monotonic()
-    with environment_lock(app.name, env.name):
+    with environment_lock(app.name, env.name, settings.lock_lease_seconds):
         taken, waited = datetime.now(timezone.utc), round(time.monotonic() - waiting_since, 2)
         serving = read_serving(app, env, settings)
         result, started = None, time.monotonic()
@@ -214,7 +214,7 @@ def run_delivery(app: AppRegistration, model_name: str, model_version: int | Non
         model = resolve_model(model_name, model_version, settings)
     with clock.stage("check_out"):
         source = check_out(app.repository, git_ref)
-    workdir = Path(tempfile.mkdtemp(prefix="aiship-deliver-"))
+    workdir = work_folder("deliver")
     try:
         config = read_config(source, app)
         if refused := env.refusals(config.serve):

@@ -6,21 +6,14 @@ import errno
 import shutil
 from pathlib import Path
 
-from flows.errors import PlatformError
+from flows.errors import PlatformError, chain
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def is_full(exc: BaseException) -> bool:
     """True when `exc`, or an error it was raised from, is a file system out of space (or quota)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _FULL:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(one, OSError) and one.errno in _FULL for one in chain(exc))
 
 
 def full_disk_error(path: Path, doing: str) -> PlatformError:

@@ -1,5 +1,17 @@
 """aiship's errors: one base class and one subclass per stage, each message naming the next step."""
 
+from collections.abc import Iterator
+
+
+def chain(exc: BaseException, context: bool = True) -> Iterator[BaseException]:
+    """`exc` and the errors it was raised from (`raise ... from`), and with `context` those it was raised while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (current.__context__ if context else None)
+
 
 class AishipError(Exception):
     """Raised for every failure aiship explains to its user.

@@ -10,8 +10,11 @@ from contextlib import contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect._internal.concurrency.cancellation import CancelledError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from flows.errors import PlatformError, chain
 
 LOCK_PREFIX = "aiship-env-"
 
@@ -41,8 +44,24 @@ def ensure_lock(app: str, environment: str) -> str:
 
 
 @contextmanager
-def environment_lock(app: str, environment: str, timeout_seconds: float | None = 1800) -> Iterator[None]:
-    """Holds the single slot of an app in an environment: a second change waits here instead of running alongside."""
+def environment_lock(app: str, environment: str, lease_seconds: float = 300,
+                     timeout_seconds: float | None = 1800) -> Iterator[None]:
+    """Holds the single slot of an app in an environment: a second change waits here instead of running alongside.
+
+    The slot is a lease that Prefect renews in the background. When a renewal fails the slot may
+    go to another run, so Prefect interrupts the holder (strict=True) with its CancelledError at
+    the next instruction; a rollout undoes itself on the way out (`rollout.roll_out_release`) and
+    the interruption leaves here as one PlatformError.
+    """
     name = ensure_lock(app, environment)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
-        yield
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, lease_duration=lease_seconds, strict=True):
+            yield
+    except BaseException as exc:
+        # Giving the slot back after a lost lease may fail as well (the server that did not renew
+        # it), and that error replaces the interruption: look for it in the context too.
+        if not any(isinstance(one, CancelledError) for one in chain(exc)):
+            raise
+        raise PlatformError(f"the lock of {app} in {environment} (Prefect concurrency limit {name}) was lost while "
+                            "held: its lease could not be renewed with the Prefect API; a rollout it covered was "
+                            "undone; check that the Prefect server answers and deliver again") from exc

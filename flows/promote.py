@@ -102,7 +102,7 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
         answer = Approval(approve=True, reviewer="(no approval needed: the app's registration)")
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, answer))
     if answer.approve:
-        with environment_lock(registration.name, target.name):
+        with environment_lock(registration.name, target.name, settings.lock_lease_seconds):
             roll_out(release, target)
     else:
         get_run_logger().info("promotion of %s rejected by %s: %s", release.digest, answer.reviewer, answer.comment)
@@ -175,5 +175,5 @@ def rollback(environment: str = "staging", digest: str | None = None, app: str |
     target = pick_release(previous, digest, env.name)
     get_run_logger().info("rolling %s of %s back to %s (%s)", env.name, registration.name, target.digest,
                           target.release.model)
-    with environment_lock(registration.name, env.name):
+    with environment_lock(registration.name, env.name, settings.lock_lease_seconds):
         return roll_out(target.release, env)

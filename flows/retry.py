@@ -86,18 +86,14 @@ def is_transient(exc: BaseException) -> bool:
     An aiship error is transient when it says so (`AishipError.transient`, set where it is raised).
     For others, follows `raise ... from` chains (an SDK error wrapping a connection reset).
     """
-    from flows.errors import AishipError
+    from flows.errors import AishipError, chain
 
     if isinstance(exc, AishipError):
         return exc.transient
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        verdict = _is_transient_one(current)
+    for one in chain(exc, context=False):
+        verdict = _is_transient_one(one)
         if verdict is not None:
             return verdict
-        current = current.__cause__
     return False
 
 

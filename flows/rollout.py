@@ -252,11 +252,20 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     current = settle_unfinished(api_client, ns, name, kube.read_deployment(api_client, ns, name), release.ref)
     previous = find_previous(current, envs.replica_sets(api_client, ns, name) if current else [], release.ref)
     _log().info("applying %s to %s/%s (serving before: %s)", release.ref, ns, name, previous.digest if previous else "nothing")
-    kube.apply(api_client, manifests, settings.registry_credentials_block)
     # The controller's progress deadline restarts with each pod that becomes available; this outer
     # limit only guards against a controller that stopped answering.
     limit = settings.rollout_progress_deadline_seconds * (replicas(environment, release.serve) + 1) + 30
-    verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
+    try:
+        kube.apply(api_client, manifests, settings.registry_credentials_block)
+        verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
+    except BaseException as exc:
+        # Interrupted from outside (the environment's lock lost, the run cancelled or terminated):
+        # undone here rather than left in progress for the next run. An Exception is an answer of
+        # the API server itself, which would not take an undo either.
+        if isinstance(exc, Exception):
+            raise
+        undo_interrupted(api_client, release, environment, previous, limit, poll_seconds, type(exc).__name__)
+        raise
     if verdict.state == "complete":
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
         ready = (deployment.get("status") or {}).get("readyReplicas", 0)
@@ -264,21 +273,53 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
                              round(time.monotonic() - started, 1), ready, envs.address(environment))
     _log().warning("rollout of %s to %s failed: %s: %s; undoing it", release.digest, ns, verdict.reason, verdict.message)
     details = kube.failure_details(api_client, ns, verdict.failing_pods)
-    kube.mark_failed(api_client, ns, name, verdict.reason)
+    undo = undo_rollout(api_client, ns, name, previous, environment, verdict.reason, limit, poll_seconds)
+    if undo is None:
+        raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
+                           f"was scaled to zero; fix the image and deliver again", details)
+    if undo.state != "complete":  # left "in-progress": nothing reads it as serving, the next rollout settles it
+        raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "
+                           f"({undo.reason}: {undo.message}); check `kubectl -n {ns} describe deployment {name}`", details)
+    return _raise_restored(verdict, previous, details)
+
+
+def undo_rollout(api_client, ns: str, name: str, previous: Previous | None, environment: Environment, reason: str,
+                 limit: float, poll_seconds: float) -> Verdict | None:
+    """Marks the new revision failed and brings back what served before (None: scaled to zero, nothing did).
+
+    Returns the undo's own verdict; when it did not complete, the Deployment stays "in-progress"
+    so that nothing reads it as serving and the next rollout settles it.
+    """
+    kube.mark_failed(api_client, ns, name, reason)
     if recovery(previous) == "scale-to-zero":
         kube.scale(api_client, ns, name, 0)
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)  # undone: nothing serves, nothing is unfinished
-        raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
-                           f"was scaled to zero; fix the image and deliver again", details)
+        return None
     restored_at = _utc_now()[:19]
     restored_serve = parse_serve(previous.annotations.get(SERVE))
     kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve))
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
-    if undo.state != "complete":  # left "in-progress": nothing reads it as serving, the next rollout settles it
-        raise RolloutError(verdict.reason, f"{verdict.message}; restoring {previous.digest} did not complete either "
-                           f"({undo.reason}: {undo.message}); check `kubectl -n {ns} describe deployment {name}`", details)
-    kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
-    return _raise_restored(verdict, previous, details)
+    if undo.state == "complete":
+        kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
+    return undo
+
+
+def undo_interrupted(api_client, release: PinnedRelease, environment: Environment, previous: Previous | None,
+                     limit: float, poll_seconds: float, why: str) -> None:
+    """Undoes a rollout stopped from outside, unless another run has applied its own release since."""
+    ns, name = environment.namespace, release.app
+    deployment = kube.read_deployment(api_client, ns, name)
+    applied = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(DIGEST)
+    if deployment is None or applied != release.digest:
+        _log().warning("the rollout of %s to %s was interrupted (%s) before its apply, or another run applied %s "
+                       "since; nothing to undo", release.digest, ns, why, applied or "nothing")
+        return
+    _log().warning("the rollout of %s to %s was interrupted (%s); undoing it", release.digest, ns, why)
+    undo = undo_rollout(api_client, ns, name, previous, environment, "RolloutInterrupted", limit, poll_seconds)
+    what = "scaled to zero (nothing served before)" if undo is None else (
+        f"restored {previous.digest}" if undo.state == "complete" else
+        f"restoring {previous.digest} did not complete ({undo.reason}); the next rollout settles it")
+    _log().warning("the interrupted rollout of %s to %s: %s", release.digest, ns, what)
 
 
 def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any] | None,

@@ -9,12 +9,13 @@ memory, processes and time. It is always removed.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flows.ownership import container_labels, work_folder
 
 SANDBOX_LABEL = "io.aiship.sandbox"
 REPORT_DIR = "/aiship-report"  # the only host folder the container sees, empty and its own
@@ -76,7 +77,7 @@ def container_options(image: str, command: list[str], limits: SandboxLimits, uid
         "memswap_limit": limits.memory,
         "nano_cpus": int(limits.cpus * 1e9),
         "pids_limit": limits.pids,
-        "labels": {SANDBOX_LABEL: "1"},
+        "labels": {SANDBOX_LABEL: "1", **container_labels()},
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "1"}},
         "name": f"aiship-sandbox-{uuid.uuid4().hex[:10]}",
         "detach": True,
@@ -92,7 +93,7 @@ def run_sandboxed(client: Any, image: str, command: list[str], limits: SandboxLi
 
     config = client.api.inspect_image(image)["Config"]
     uid, gid = sandbox_user(config.get("User", ""))
-    report_dir = Path(tempfile.mkdtemp(prefix="aiship-report-"))
+    report_dir = work_folder("report")
     report_dir.chmod(0o777)  # whatever uid the container runs as may write its report here, and only here
     started = time.monotonic()
     try:

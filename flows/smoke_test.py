@@ -23,6 +23,7 @@ from flows.image import BuiltImage
 from flows.release import LABEL_MODEL_NAME, LABEL_MODEL_SHA256, LABEL_MODEL_VERSION, LABEL_REVISION
 from flows.manifest import GoldenSet
 from flows.model_store.base import FetchedModel
+from flows.ownership import container_labels
 
 SMOKE_LABEL = "io.aiship.smoke-test"
 BATCH = 32  # golden rows per /predict request, below the app's row limit
@@ -211,7 +212,7 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
     # The image is the app's code: no capabilities, no privilege escalation, bounded memory and processes.
     container = client.containers.run(
         image, detach=True, name=f"aiship-smoke-{uuid.uuid4().hex[:10]}",
-        ports={container_port: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1"}, environment=env or {},
+        ports={container_port: ("127.0.0.1", None)}, labels={SMOKE_LABEL: "1", **container_labels()}, environment=env or {},
         # as the pod runs it (deployments/deployment.yaml): an app that writes outside /tmp fails here
         cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512, read_only=True,
         tmpfs={"/tmp": "size=64m,mode=1777"}, mem_limit=docker_memory(serve.resources.memory_limit),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from prefect import task
 
 from flows.errors import ConfigurationError
+from flows.ownership import work_folder
 from flows.retry import retry_condition
 
 
@@ -61,7 +61,7 @@ def checkout(repo_url: str, git_ref: str, workdir: Path | None = None) -> Source
 
     The work tree is removed again when the ref is not found or git fails."""
     check_ref(git_ref)
-    root = Path(tempfile.mkdtemp(prefix="aiship-src-", dir=workdir))
+    root = work_folder("src", workdir)
     try:
         _git("clone", "--quiet", "--no-checkout", repo_url, str(root))
         for candidate in (f"origin/{git_ref}", git_ref):

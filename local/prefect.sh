@@ -123,6 +123,9 @@ start_worker() {
     # Flows run from the repository root, where prefect.yaml and the flows package live.
     # On the local platform deliveries check out the app from the bare repository that
     # `git push local main` reaches (local/git.sh), unless AISHIP_GIT_REPOSITORY names another.
+    # What runs killed with the last worker left behind (their runs are over by now, or old): gone
+    # before new runs start. Best effort: a sweep that fails never keeps the worker from starting.
+    (cd "$AISHIP_ROOT" && timeout 120 aiship sweep >"$PART_DIR/worker-sweep.log" 2>&1) || log "the sweep at worker start failed: see $PART_DIR/worker-sweep.log"
     (cd "$AISHIP_ROOT" && AISHIP_GIT_REPOSITORY="${AISHIP_GIT_REPOSITORY:-$STATE_DIR/git/aiship.git}" \
         start_bg worker prefect worker start --pool "$POOL" --name "$WORKER_NAME")
     wait_ready 60 "Prefect worker $WORKER_NAME" worker_online

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import subprocess
+import sys
 import tarfile
 import time
 import uuid
+from pathlib import Path
 
-from flows.cleanup import SMOKE_AFTER_SECONDS, SWEEP_AFTER_SECONDS, prune_images, sweep_leftovers
+import pytest
+
+from flows.cleanup import SMOKE_AFTER_SECONDS, SWEEP_AFTER_SECONDS, finished_runs, prune_images, sweep_leftovers
+from flows.ownership import OWNER_LABEL
+from flows.sandbox import SANDBOX_LABEL
 from flows.smoke_test import SMOKE_LABEL
 
 
@@ -61,3 +69,51 @@ def test_a_dead_runs_smoke_container_and_work_folders_are_swept_and_a_live_runs_
             container.remove(force=True)
         except Exception:
             pass
+
+
+@pytest.fixture
+def runs():
+    """Two flow runs on the real server: one over (Crashed, as a killed worker's run ends), one still Running."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    @flow(name="aiship-tests-owner")
+    def owner() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        made = {"over": client.create_flow_run(owner, state=Crashed()), "live": client.create_flow_run(owner, state=Running())}
+        yield {k: str(v.id) for k, v in made.items()}
+        for run in made.values():
+            client.delete_flow_run(run.id)
+
+
+def test_at_worker_start_a_crashed_runs_leftovers_go_at_once_and_a_running_runs_stay(docker_client, settings, tmp_path, runs):
+    assert finished_runs(set(runs.values())) == {runs["over"]}
+    made = []
+    for kind, label in (("over", SMOKE_LABEL), ("live", SANDBOX_LABEL)):
+        made.append(docker_client.containers.create(settings.base_image, ["sleep", "600"],
+                                                    labels={label: "1", OWNER_LABEL: runs[kind]},
+                                                    name=f"aiship-smoke-tests-{kind}-{uuid.uuid4().hex[:8]}"))
+    over = tmp_path / f"aiship-deliver-{runs['over']}.x1"
+    live = tmp_path / f"aiship-report-{runs['live']}.x2"
+    for folder in (over, live):
+        folder.mkdir()
+    try:
+        # The command local/prefect.sh runs before it starts the worker, with this test's TMPDIR.
+        aiship = Path(sys.executable).with_name("aiship")
+        proc = subprocess.run([str(aiship), "sweep"], env={**os.environ, "TMPDIR": str(tmp_path)},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        # (containers: this one, and any other run's that is over on this engine)
+        assert re.search(r"swept [1-9]\d* containers and 1 work folders", proc.stdout), proc.stdout + proc.stderr
+        names = [c.name for c in docker_client.containers.list(all=True)]
+        assert made[0].name not in names and made[1].name in names  # both young: only the owner's state told
+        assert not over.exists() and live.exists()
+    finally:
+        for container in made:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass

@@ -394,6 +394,52 @@ def test_the_deployment_is_applied_in_progress_and_marked_complete_when_it_serve
     assert ann[envs.ROLLOUT_STATE] == envs.IN_PROGRESS
 
 
+def interrupt_wait(fake, monkeypatch, applied_by_other: bool = False):
+    """Makes the rollout's wait stop as Prefect stops a holder whose lock's lease was lost."""
+    from prefect._internal.concurrency.cancellation import CancelledError
+
+    def wait(*a):
+        if fake.verdicts and fake.verdicts[0] == "interrupt":
+            fake.verdicts.pop(0)
+            fake.current = with_template(deployment(), template(REF2), {DIGEST: D1 if applied_by_other else D2})
+            raise CancelledError()
+        return fake.verdicts.pop(0), deployment()
+
+    monkeypatch.setattr(kube, "wait", wait)
+    return CancelledError
+
+
+def test_a_rollout_interrupted_while_it_waits_is_undone_before_the_interruption_goes_on(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [])
+    fake.verdicts = ["interrupt"]
+    cancelled = interrupt_wait(fake, monkeypatch)
+    fake.verdicts.append(rollout.Verdict("complete"))  # the undo's own wait
+    with pytest.raises(cancelled):
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2), ("mark_failed", "RolloutInterrupted"), ("restore", D1, 2), ("state", "complete")]
+
+
+def test_an_interrupted_rollout_that_another_run_replaced_is_left_to_it(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [])
+    fake.verdicts = ["interrupt"]
+    cancelled = interrupt_wait(fake, monkeypatch, applied_by_other=True)
+    with pytest.raises(cancelled):
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2)]
+
+
+def test_an_api_error_during_the_wait_is_not_answered_with_an_undo(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [])
+
+    def wait(*a):
+        raise ConnectionRefusedError("127.0.0.1:16443")
+
+    monkeypatch.setattr(kube, "wait", wait)
+    with pytest.raises(ConnectionRefusedError):
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+    assert fake.calls == [("apply", REF2)]
+
+
 def unfinished(complete: bool) -> dict:
     """SERVING_V1 as a run that died after applying it left it: "in-progress", complete or not."""
     dep = json.loads(json.dumps(SERVING_V1))
