@@ -9,7 +9,7 @@ export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 setup: $(VENV)/.installed
