@@ -9,6 +9,9 @@ platform's dockerd and registry:
   the code image cached: model layer written outside dockerd, `docker load`, then `push_built`);
 - classic: `docker build` of the Dockerfile's `model` stage (COPY of the model in dockerd) and
   `docker push`;
+- candidate, aiship without `docker load`: the same, but dockerd gets only the code image (the
+  smoke test would run it with the model's bytes mounted where the layer puts them), so the time
+  is the model layer and the uploads;
 - bare push: `docker push` of an image of one layer holding the file (FROM scratch), nothing else;
 - floor: what cannot be avoided, with the fastest clients here: hashlib's sha256 of the file, one
   copy of it with fsync, and one uncompressed blob upload to the same registry (the distribution
@@ -45,9 +48,10 @@ from flows.release import ModelId, Release  # noqa: E402
 from flows.wheels import prepare_wheels  # noqa: E402
 
 MiB = 2**20
-PATHS = ("aiship", "classic", "bare_push", "floor")
+PATHS = ("aiship", "aiship_no_load", "classic", "bare_push", "floor")
 # What each row must hold: the test suite's small run checks the JSON against this.
-FIGURES = ("mib", "aiship_s", "aiship_parts", "aiship_bytes_uploaded", "aiship_image_bytes", "classic_s",
+FIGURES = ("mib", "aiship_s", "aiship_parts", "aiship_bytes_uploaded", "aiship_image_bytes", "aiship_no_load_s",
+           "aiship_no_load_parts", "aiship_no_load_over_floor", "classic_s",
            "classic_bytes_uploaded", "classic_image_bytes", "bare_push_s", "bare_push_bytes_uploaded", "floor_s",
            "floor_parts", "floor_bytes_uploaded", "aiship_over_floor", "aiship_over_classic")
 
@@ -106,12 +110,12 @@ def main() -> None:
     wheels = prepare_wheels([src / r for r in read_app_config(src).build.requirements], settings.cache_dir)
     committed = datetime.now(timezone.utc)
 
-    def build(model_file: Path, mib: int, name: str = "big"):
+    def build(model_file: Path, mib: int, name: str = "big", load: bool = True):
         manifest = model_file.parent / "manifest.json"
         manifest.write_text("{}")
         release = Release(app=app, git_sha=sha, model=ModelId(name=name, version=mib, sha256="0" * 64))
         return build_app_image(client, src, release, model_file, manifest, committed, str(src), wheels.path,
-                               release.image_tag(settings.registry_host), settings.base_image)
+                               release.image_tag(settings.registry_host), settings.base_image, load=load)
 
     rows = []
     try:
@@ -127,6 +131,14 @@ def main() -> None:
             row.update(aiship_s=round(time.monotonic() - t, 3), aiship_bytes_uploaded=pushed.bytes_pushed,
                        aiship_image_bytes=built.size_bytes,
                        aiship_parts={**dict(built.timings), "push": pushed.seconds})
+            shutil.rmtree(model.parent)
+
+            model = random_file(work / f"no-load-{mib}" / "model.skops", mib)
+            t = time.monotonic()
+            built = build(model, mib, "big-no-load", load=False)
+            pushed = push_built(client, built, credentials)
+            row.update(aiship_no_load_s=round(time.monotonic() - t, 3),
+                       aiship_no_load_parts={**dict(built.timings), "push": pushed.seconds})
             shutil.rmtree(model.parent)
 
             model = random_file(work / f"classic-{mib}" / "model.skops", mib)
@@ -155,11 +167,13 @@ def main() -> None:
             shutil.rmtree(blob.parent)
 
             row.update(aiship_over_floor=round(row["aiship_s"] / row["floor_s"], 2),
+                       aiship_no_load_over_floor=round(row["aiship_no_load_s"] / row["floor_s"], 2),
                        aiship_over_classic=round(row["aiship_s"] / row["classic_s"], 2))
             rows.append(row)
             print(f"{mib:6d} MiB  aiship {row['aiship_s']:7.2f} s  classic {row['classic_s']:7.2f} s  "
                   f"bare push {row['bare_push_s']:7.2f} s  floor {row['floor_s']:7.2f} s  "
-                  f"aiship/floor {row['aiship_over_floor']:5.2f}  aiship/classic {row['aiship_over_classic']:5.2f}",
+                  f"aiship/floor {row['aiship_over_floor']:5.2f}  aiship/classic {row['aiship_over_classic']:5.2f}  "
+                  f"without docker load {row['aiship_no_load_s']:7.2f} s ({row['aiship_no_load_over_floor']:5.2f}x floor)",
                   flush=True)
     finally:
         for image in client.images.list():
@@ -177,10 +191,12 @@ def write_results(rows: list[dict], out: Path) -> None:
                 "rows": rows}
     (out / "model-change.json").write_text(json.dumps(measured, indent=2) + "\n")
     lines = ["| model | aiship s | classic s | bare `docker push` s | floor s | aiship/floor | aiship/classic "
-             "| uploaded by aiship | aiship image |", "|---|---|---|---|---|---|---|---|---|"]
+             "| without `docker load` s (/floor) | uploaded by aiship | aiship image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mib']} MiB | {r['aiship_s']:.2f} | {r['classic_s']:.2f} | {r['bare_push_s']:.2f} "
                      f"| {r['floor_s']:.2f} | {r['aiship_over_floor']:.2f} | {r['aiship_over_classic']:.2f} "
+                     f"| {r['aiship_no_load_s']:.2f} ({r['aiship_no_load_over_floor']:.2f}) "
                      f"| {r['aiship_bytes_uploaded'] / MiB:.1f} MiB | {r['aiship_image_bytes'] / 1e6:.0f} MB |")
     parts = sorted({p for r in rows for p in r["aiship_parts"]})
     lines += ["", "aiship's parts (s): " + "; ".join(
@@ -201,7 +217,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     sizes = [r["mib"] for r in rows]
-    for key, label in (("aiship", "aiship"), ("classic", "classic (COPY + docker push)"),
+    for key, label in (("aiship", "aiship"), ("aiship_no_load", "candidate: aiship without docker load"),
+                       ("classic", "classic (COPY + docker push)"),
                        ("bare_push", "bare docker push, one layer"), ("floor", "floor (sha256 + copy + blob PUT)")):
         ax.plot(sizes, [r[f"{key}_s"] for r in rows], marker="o", label=label)
     ax.set_xscale("log")

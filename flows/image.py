@@ -333,7 +333,7 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
 def build_app_image(client: Any, source_dir: Path, release: Release, model_file: Path, manifest_file: Path,
                     committed_at: datetime, repo_url: str, wheels_dir: Path, tag: str, base_image: str,
                     nocache: bool = False, dockerfile: str = "Dockerfile", code_stage: str = CODE_STAGE,
-                    model_dir: str = oci.MODEL_MOUNT) -> BuiltImage:
+                    model_dir: str = oci.MODEL_MOUNT, load: bool = True) -> BuiltImage:
     """Builds the code image with dockerd, adds the model layer, and tags the result `tag` in dockerd.
 
     Args:
@@ -345,6 +345,9 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
         tag: `<registry>/<app>:<gitsha12>-<model>-v<version>` (`Release.image_tag`).
         nocache: rebuild the code image without dockerd's layer cache.
         dockerfile, code_stage, model_dir: from the app's aiship.toml.
+        load: give dockerd the whole image (`docker load`); without it dockerd holds the code image
+            only, and the image exists as its config and layers until it is pushed
+            (bench/model_change.py measures what that saves).
     """
     started = clock = time.monotonic()
     timings = []
@@ -363,9 +366,13 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
     lap("code image")
     layer = oci.write_model_layer(model_file, manifest_file, model_file.parent / LAYER_FILE, model_dir)
     lap("model layer")
-    config = oci.image_config(client.api.inspect_image(progress.image_id), labels, labels[LABEL_CREATED], layer)
-    loaded = load_image(client, config, tag, layer)
-    lap("docker load")
+    code_image = client.api.inspect_image(progress.image_id)
+    config = oci.image_config(code_image, labels, labels[LABEL_CREATED], layer)
+    if load:
+        loaded = load_image(client, config, tag, layer)
+        lap("docker load")
+    else:
+        loaded = {"Id": oci.digest_of(config), "Size": int(code_image.get("Size", 0)) + layer.size}
     return BuiltImage(
         release=release, image_id=loaded["Id"], tag=tag, labels=labels, code_tag=code,
         code_image_id=progress.image_id, model_layer=layer, config=config,
