@@ -10,7 +10,13 @@ them across repositories instead of uploading them again, so even the first deli
 the layers no repository has (bench/build.py measures a push into an empty registry). `--cold`
 also empties the wheel cache and builds the first delivery's code image without dockerd's layer
 cache (`AISHIP_BUILD_NOCACHE`), so that build starts from nothing but the base image; the two
-changes after it build as usual. Prints a table and writes bench/results/deliver.json.
+changes after it build as usual.
+
+During the model-only change a thread asks the bench environment's `/version` every 50 ms, so
+the row also says when the new version first answered and when the rollout completed, both
+counted from the end of the push (the `push-image` task run's end on the Prefect server), and how
+much of the delivery the bake window (`minReadySeconds`) is. Prints a table and writes
+bench/results/deliver.json.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -89,15 +97,57 @@ def clear_bench_apps() -> None:
         api_client.close()
 
 
-def run(label: str, name: str, version: int, ref: str) -> dict:
-    from flows.deliver import deliver
+class VersionWatch(threading.Thread):
+    """Asks the bench environment's /version every 50 ms; keeps when each model version first answered."""
 
-    result = deliver(name, version, ref, "bench")
+    def __init__(self, port: int = 16160) -> None:
+        super().__init__(daemon=True)
+        self.url, self.first, self.stop = f"http://127.0.0.1:{port}/version", {}, threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=2) as http:
+            while not self.stop.wait(0.05):
+                try:
+                    version = http.get(self.url).json()["model"]["version"]
+                except Exception:  # not there yet, or a pod going away: ask again
+                    continue
+                self.first.setdefault(version, time.time())
+
+
+def task_times(flow_run_id) -> dict[str, tuple[float, float]]:
+    """(start, end) in epoch seconds of each task run of a flow run, by task name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: (r.start_time.timestamp(), r.end_time.timestamp())
+            for r in runs if r.start_time and r.end_time}
+
+
+def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | None = None) -> dict:
+    from flows.deliver import deliver
+    from flows.settings import Settings
+
+    state = deliver(name, version, ref, "bench", return_state=True)
+    result = state.result()
     row = {"case": label, "outcome": result.outcome, "built": result.built, "layers_pushed": result.layers_pushed,
            "bytes_pushed": result.bytes_pushed, "image_bytes": result.image_bytes,
            "total_s": round(sum(result.stage_seconds.values()), 1), **{s: result.stage_seconds.get(s, 0.0) for s in STAGES}}
     print(f"{label:18s} total {row['total_s']:7.1f} s  pushed {row['layers_pushed']} layer(s), "
           f"{row['bytes_pushed'] / 2**20:8.1f} MiB  image {row['image_bytes'] / 2**20:6.1f} MiB", flush=True)
+    if watch is not None:
+        times = task_times(state.state_details.flow_run_id)
+        pushed, rolled = times["push-image"][1], times["roll-out"][1]
+        bake = Settings().rollout_min_ready_seconds
+        row.update(first_answer_after_push_s=round(watch.first[version] - pushed, 2),
+                   rollout_complete_after_push_s=round(rolled - pushed, 2), bake_window_s=bake,
+                   bake_window_share=round(bake / row["total_s"], 2))
+        print(f"{'':18s} new version answered {row['first_answer_after_push_s']:.1f} s after the push; rollout "
+              f"complete after {row['rollout_complete_after_push_s']:.1f} s; the {bake} s bake window is "
+              f"{row['bake_window_share']:.0%} of the delivery", flush=True)
     return row
 
 
@@ -139,7 +189,12 @@ def deliveries(store, name: str, work: Path, repo: Path, cold: bool) -> list[dic
     finally:
         os.environ.pop("AISHIP_BUILD_NOCACHE", None)
     v2 = store.publish(good_model(work / "v2", seed=1), name).version
-    rows.append(run("model-only change", name, v2, "main"))
+    watch = VersionWatch()
+    watch.start()
+    try:
+        rows.append(run("model-only change", name, v2, "main", watch))
+    finally:
+        watch.stop.set()
     routes = repo / "app" / "routes.py"
     routes.write_text(routes.read_text() + "\n# bench: a code-only change\n")
     git(repo, "-c", "user.name=bench", "-c", "user.email=bench@aiship.invalid", "commit", "-qam", "bench: code-only change")
