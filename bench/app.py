@@ -1,8 +1,11 @@
 """Benchmark the app under gunicorn on loopback: /predict latency (p50/p99), req/s, memory.
 
-Usage: .venv/bin/python bench/app.py [--seconds 10] [--threads 8] [--workers 2]
-Writes bench/results/app.json. Python load generator (threads + http.client, keep-alive off:
-gunicorn's sync workers close each connection).
+Usage: .venv/bin/python bench/app.py [--seconds 10] [--generator wrk|python] [--connections 4] [--workers 2]
+
+The load comes from Debian's `wrk` (compiled, one thread, keep-alive connections; installed when
+missing) so that the generator is not the bottleneck: its own CPU time is printed next to the
+figures. `--generator python` is the earlier generator (threads + http.client, a connection per
+request), kept to compare with. Writes bench/results/app.json.
 """
 
 from __future__ import annotations
@@ -77,6 +80,16 @@ def _load(port: int, body: bytes, seconds: float, threads: int) -> dict:
             "req_per_s": round(len(latencies) / elapsed, 1), "p50_ms": pick(0.50), "p99_ms": pick(0.99)}
 
 
+def _wrk(port: int, body: object, seconds: float, connections: int, work: Path) -> dict:
+    from tests.load import Wrk, post_script
+
+    load = Wrk(f"http://127.0.0.1:{port}/predict", seconds, threads=1, connections=connections,
+               script=post_script(work / "post.lua", body)).result(timeout=seconds + 60)
+    return {"requests": load.requests, "errors": load.failed, "req_per_s": round(load.rate, 1),
+            "p50_ms": round(load.p50_ms, 2), "p99_ms": round(load.p99_ms, 2),
+            "generator_cpu_s": round(load.cpu_seconds, 2), "seconds": seconds}
+
+
 def _rss_mb(master: int) -> dict:
     def rss(pid: int) -> float:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -92,7 +105,9 @@ def _rss_mb(master: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--generator", choices=("wrk", "python"), default="wrk")
+    parser.add_argument("--connections", type=int, default=4, help="wrk's connections")
+    parser.add_argument("--threads", type=int, default=8, help="the Python generator's threads")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="aiship-bench-"))
@@ -113,10 +128,13 @@ def main() -> int:
                 time.sleep(0.1)
         results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "load_avg_1m": os.getloadavg()[0]},
-                   "gunicorn_workers": args.workers, "client_threads": args.threads}
+                   "gunicorn_workers": args.workers, "generator": args.generator,
+                   **({"wrk_connections": args.connections} if args.generator == "wrk" else {"client_threads": args.threads})}
         for name, rows in (("single_row", golden[:1]), ("batch_100", (golden * 4)[:100])):
-            results[name] = _load(port, json.dumps({"instances": rows}).encode(), args.seconds,
-                                  args.threads)
+            if args.generator == "wrk":
+                results[name] = _wrk(port, {"instances": rows}, args.seconds, args.connections, tmp)
+            else:
+                results[name] = _load(port, json.dumps({"instances": rows}).encode(), args.seconds, args.threads)
             print(name, results[name])
         results["memory"] = _rss_mb(proc.pid)
         print("memory", results["memory"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -64,26 +63,6 @@ class Background(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def wrk_binary() -> str:
-    """Debian's `wrk` (a compiled HTTP load generator), installed with apt-get when missing."""
-    import os
-
-    found = shutil.which("wrk")
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-        proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], env=env,
-                              capture_output=True, text=True, timeout=600)
-    found = shutil.which("wrk")
-    if not found:
-        raise AssertionError(f"could not install wrk with apt-get: {proc.stderr.strip()[-300:]}; install it by hand")
-    return found
 
 
 class Cuttable:

@@ -8,11 +8,7 @@ printed next to the steady p99 measured just before.
 
 from __future__ import annotations
 
-import re
-import resource
-import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
@@ -20,7 +16,8 @@ from flows.errors import RolloutError
 from flows.rollout import roll_out_release
 from flows.settings import Settings
 from tests.kube_support import environment, release, version_at, wait_until_settled
-from tests.reliability.faults import Background, wrk_binary
+from tests.load import Load, Wrk
+from tests.reliability.faults import Background
 
 MIN_RATE = 100  # requests per second
 
@@ -29,50 +26,6 @@ MIN_RATE = 100  # requests per second
 def settings() -> Settings:
     # A failing rollout gives up after 15 s here (the logic is the one staging uses, with 600 s).
     return Settings(rollout_progress_deadline_seconds=15, rollout_min_ready_seconds=1)
-
-
-@dataclass(frozen=True)
-class Load:
-    requests: int
-    rate: float
-    p99_ms: float
-    failed: int
-    cpu_seconds: float  # wrk's own user + system time
-
-    def __str__(self) -> str:
-        return f"{self.requests} requests, {self.rate:.0f}/s, p99 {self.p99_ms:.1f} ms, {self.failed} failed, wrk CPU {self.cpu_seconds:.1f} s"
-
-
-def _ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def parse(out: str, cpu: float) -> Load:
-    requests = int(re.search(r"^\s*(\d+) requests in", out, re.M).group(1))
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    failed = (sum(map(int, sockets.groups())) if sockets else 0) + (int(non_2xx.group(1)) if non_2xx else 0)
-    return Load(requests, float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
-                _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)), failed, cpu)
-
-
-class Wrk:
-    """`wrk` against `url` for `seconds`, in the background."""
-
-    def __init__(self, url: str, seconds: int) -> None:
-        self.before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.proc = subprocess.Popen([wrk_binary(), "-t1", "-c4", f"-d{seconds}s", "--timeout", "5s", "--latency", url],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def result(self, timeout: float = 120) -> Load:
-        out, _ = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, out
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return parse(out, (after.ru_utime - self.before.ru_utime) + (after.ru_stime - self.before.ru_stime))
 
 
 def under_load(env, seconds: int, operation) -> tuple[Load, object, BaseException | None]:
