@@ -1,7 +1,8 @@
-"""Figures for issue 6: seconds from an event emitted to its flow run started, and from `git push`
-to the new version serving in staging (warm caches). Targets: <= 5 s and <= 60 s on 2 cores.
+"""Seconds from an event emitted to its flow run started, and from `git push` to the new version
+serving in staging (warm caches). Targets on 2 cores: event to run started, median <= 2 s and
+95th percentile <= 4 s over 20 events; push to serving <= 60 s.
 
-    .venv/bin/python bench/triggers.py [--samples 5] [--pushes 1]
+    .venv/bin/python bench/triggers.py [--samples 20] [--pushes 1]
 
 Needs the whole local platform (`aiship local up`), the deployments (`aiship deploy`) and a
 version serving in staging. Event samples emit `aiship.model.registered` for the version that
@@ -131,7 +132,7 @@ def worker_query_seconds() -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="event -> run start, and git push -> serving")
-    parser.add_argument("--samples", type=int, default=5, help="events to time (default 5)")
+    parser.add_argument("--samples", type=int, default=20, help="events to time (default 20)")
     parser.add_argument("--pushes", type=int, default=1, help="pushes to time (default 1; each is a build)")
     parser.add_argument("--model", metavar="NAME:VERSION", help="the version to announce (default: the one serving in staging)")
     args = parser.parse_args()
@@ -153,6 +154,8 @@ def main() -> None:
             print(f"push {i + 1}: serving {p['serving_s']} s after `git push` (run started {p['run_started_s']} s; "
                   f"tasks: {p['task_seconds']})", flush=True)
     median_event = round(statistics.median(e["started_s"] for e in events), 2) if events else None
+    started = sorted(e["started_s"] for e in events)
+    p95_event = round(started[min(len(started) - 1, int(0.95 * len(started)))], 2) if started else None
     median_push = round(statistics.median(p["serving_s"] for p in pushes), 2) if pushes else None
     picked = [e["picked_up_s"] for e in events if e["picked_up_s"] is not None]
     median_picked = round(statistics.median(picked), 2) if picked else None
@@ -160,14 +163,16 @@ def main() -> None:
     result = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(load, 2)},
               "worker_query_seconds": worker_query_seconds(),
-              "event_to_run_start_s": {"median": median_event, "target": 5, "samples": events,
+              "event_to_run_start_s": {"median": median_event, "p95": p95_event, "max": max(started, default=None),
+                                       "target_median": 2, "target_p95": 4, "samples": events,
                                        "median_picked_up_by_worker": median_picked},
               "push_to_serving_s": {"median": median_push, "target": 60, "samples": pushes}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "triggers.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'figure':32} {'median':>8} {'target':>8}")
     print(f"{'event -> picked up (Pending) (s)':32} {median_picked!s:>8} {'':>8}")
-    print(f"{'event -> flow run started (s)':32} {median_event!s:>8} {'<= 5':>8}")
+    print(f"{'event -> flow run started (s)':32} {median_event!s:>8} {'<= 2':>8}")
+    print(f"{'  95th percentile, max (s)':32} {p95_event!s:>8} {'<= 4':>8}  max {max(started, default=None)}")
     print(f"{'git push -> new version serving':32} {median_push!s:>8} {'<= 60':>8}")
     print(f"written to {RESULTS / 'triggers.json'}")
 
