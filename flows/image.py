@@ -51,6 +51,10 @@ class BuiltImage:
     `image_id` is the digest of `config`, the config the push writes: the image smoke-tested is the
     image pushed. `code_tag` names the image dockerd built (everything but the model layer), and
     `code_image_id` is that image's id.
+
+    When `loaded`, dockerd holds the whole image under `tag`. Otherwise it holds the code image
+    only, and `model_files` ((path in the image, file here)) are what the model layer holds, byte
+    for byte: the smoke test mounts them, read-only, where the layer puts them.
     """
 
     release: Release
@@ -68,6 +72,8 @@ class BuiltImage:
     build_log_tail: tuple[str, ...] = field(default=(), repr=False)
     # (part, seconds): the code image (dockerd), the model layer (written and hashed), docker load
     timings: tuple[tuple[str, float], ...] = ()
+    loaded: bool = True
+    model_files: tuple[tuple[str, Path], ...] = ()
 
 
 # ---------------------------------------------------------------- pure parts: tag and labels
@@ -365,6 +371,9 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
                          nocache=nocache, target=code_stage, dockerfile=dockerfile)
     lap("code image")
     layer = oci.write_model_layer(model_file, manifest_file, model_file.parent / LAYER_FILE, model_dir)
+    files = tuple((name, path) for name, path in oci.model_layer_files(model_file, manifest_file, model_dir))
+    for _, path in files:
+        path.chmod(0o644)  # as the layer has them: readable by whatever user the app runs as
     lap("model layer")
     code_image = client.api.inspect_image(progress.image_id)
     config = oci.image_config(code_image, labels, labels[LABEL_CREATED], layer)
@@ -379,6 +388,7 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
         size_bytes=int(loaded.get("Size", 0)), seconds=round(time.monotonic() - started, 3),
         steps_cached=progress.cached, steps_run=tuple(progress.run_steps),
         build_log_tail=tuple(progress.tail[-10:]), timings=tuple(timings),
+        loaded=load, model_files=files,
     )
 
 
@@ -475,7 +485,8 @@ def build_image(release: Release, source: SourceTree, model: FetchedModel, confi
         built = build_app_image(client, source.path, release, Path(model.path), Path(model.manifest_path),
                                 source.committed_at, source.repo_url, wheels.path, release.image_tag(settings.registry_host),
                                 settings.base_image, nocache=settings.build_nocache, dockerfile=config.build.dockerfile,
-                                code_stage=config.build.code_stage, model_dir=config.model.dir)
+                                code_stage=config.build.code_stage, model_dir=config.model.dir,
+                                load=settings.smoke_test_model == "load")
     finally:
         client.close()
     create_markdown_artifact(key=f"build-summary-{config.name}", markdown="\n".join(iter_summary(built)),

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
     kubernetes_credentials_block: str = Field(default="local-kubernetes", description="Name of the KubernetesAccess block (flows/blocks.py): the kubeconfig, every value secret.")
     base_image: str = Field(default="aiship/base:bookworm-py311", description="Base image of the app image (built locally by local/base-image.sh).")
+    smoke_test_model: Literal["load", "mount"] = Field(default="load", description="How the smoke test gets the model. `load`: dockerd gets the whole image (`docker load`), with any Docker engine. `mount`: dockerd gets the code image only, and the smoke test runs it with the model's files mounted read-only where the model layer puts them; it skips the load (most of a large model-only change) and needs the engine to see this machine's files.")
     build_nocache: bool = Field(default=False, description="Build the code image without dockerd's layer cache (every Dockerfile step runs again).")
     environments: dict[str, Environment] = Field(default_factory=_default_environments, description="Environments by name (JSON in AISHIP_ENVIRONMENTS).")
     rollout_progress_deadline_seconds: int = Field(default=90, ge=10, description="The Deployment's progressDeadlineSeconds: a rollout making no progress that long is rolled back.")

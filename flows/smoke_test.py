@@ -204,8 +204,12 @@ def check_container(http: httpx.Client, labels: dict[str, str], golden: GoldenSe
 
 def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: GoldenSet,
                    ready_within: float = 90.0, env: dict[str, str] | None = None,
-                   serve: ServeSection = ServeSection()) -> SmokeTestResult:
-    """Runs `image` on 127.0.0.1:<free port>, checks it, and always removes the container."""
+                   serve: ServeSection = ServeSection(), mounts: tuple[tuple[str, Any], ...] = ()) -> SmokeTestResult:
+    """Runs `image` on 127.0.0.1:<free port>, checks it, and always removes the container.
+
+    `mounts`: (path in the image, file here) mounted read-only, the model's files when the image
+    is the code image alone (`BuiltImage.loaded` false).
+    """
     started = time.monotonic()
     deadline = started + ready_within
     container_port = f"{serve.port}/tcp"
@@ -216,6 +220,7 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
         # as the pod runs it (deployments/deployment.yaml): an app that writes outside /tmp fails here
         cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512, read_only=True,
         tmpfs={"/tmp": "size=64m,mode=1777"}, mem_limit=docker_memory(serve.resources.memory_limit),
+        volumes={str(path): {"bind": "/" + name.lstrip("/"), "mode": "ro"} for name, path in mounts},
     )
     try:
         port = published_port(container, deadline, container_port)
@@ -234,6 +239,19 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
         container.remove(force=True)
     mismatches = tuple(r.index for r in rows if not r.ok)
     return SmokeTestResult(image, checks, len(rows), mismatches, round(time.monotonic() - started, 3), rows)
+
+
+def check_unchanged(built: BuiltImage) -> None:
+    """Refuses to go on when a mounted model file is not the one the layer was written from.
+
+    The files sit in the run's private work folder and were mounted read-only; this checks that
+    nothing replaced them meanwhile (size and modification time against the layer's own write).
+    """
+    layer_written = built.model_layer.path.stat().st_mtime_ns
+    for name, path in built.model_files:
+        if not path.is_file() or path.stat().st_mtime_ns > layer_written:
+            raise SmokeTestError(f"the model file {path} (mounted at /{name.lstrip('/')}) changed after the model "
+                                 f"layer of {built.tag} was written from it; build again")
 
 
 @task(name="smoke-test")
@@ -258,7 +276,12 @@ def smoke_test(built: BuiltImage, model: FetchedModel, config: AppConfig, ready_
     client = docker_client()
     try:
         golden = golden_under(model.ref.manifest.golden_set, config.golden)
-        result = run_smoke_test(client, built.image_id, built.labels, golden, ready_within, serve=config.serve)
+        if built.loaded:
+            result = run_smoke_test(client, built.image_id, built.labels, golden, ready_within, serve=config.serve)
+        else:
+            result = run_smoke_test(client, built.code_image_id, built.labels, golden, ready_within, serve=config.serve,
+                                    mounts=built.model_files)
+            check_unchanged(built)
     except GoldenSetMismatch as exc:
         create_table_artifact(key=f"smoke-test-{config.name}", table=golden_table(exc.rows),
                               description=f"Golden set of {built.tag}: FAILED, the image is not pushed")

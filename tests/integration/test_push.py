@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from flows.errors import SmokeTestError
+
 from flows.distribution import RegistryAPI
 from flows.registry import PushedImage, find_existing, push_built
 from tests.integration.test_image_build import FIGURES, build, client, layer_diff_ids
@@ -81,3 +83,50 @@ def test_wrong_password_is_refused_and_not_transient(registry_credentials):
         push_built(client(), build("v1"), wrong)
     assert not is_transient(info.value), str(info.value)
     assert "not-the-password" not in str(info.value)
+
+
+def test_without_docker_load_the_code_image_and_mounted_model_are_tested_and_the_same_image_is_pushed(
+        registry_credentials, tmp_path):
+    """`AISHIP_SMOKE_TEST_MODEL=mount`: dockerd never holds the whole image, and what is pushed is
+    the image a `docker load` build gives for the same inputs, byte for byte."""
+    import docker.errors
+
+    from app.train import train
+    from flows.image import build_app_image
+    from flows.model_store import LocalModelStore
+    from flows.release import Release
+    from flows.settings import Settings
+    from flows.smoke_test import check_unchanged, run_smoke_test
+    from tests.integration.test_image_build import MODEL_NAME, TEST_REPO, main_source, models, wheelhouse
+
+    store, tree, settings = LocalModelStore(tmp_path / "store"), main_source(), Settings()
+    fetched = store.fetch(store.publish(train(tmp_path / "train", seed=2), MODEL_NAME), tmp_path / "fetched")
+    release = Release(app=TEST_REPO, git_sha=tree.sha, model=fetched.ref)
+
+    def build_it(load: bool):
+        return build_app_image(client(), tree.path, release, fetched.path, fetched.manifest_path, tree.committed_at,
+                               tree.repo_url, wheelhouse(), release.image_tag(settings.registry_host),
+                               settings.base_image, load=load)
+
+    built = build_it(load=False)
+    assert not built.loaded and "docker load" not in dict(built.timings)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client().api.inspect_image(built.image_id)  # dockerd has the code image only
+    assert sorted(name for name, _ in built.model_files) == ["opt/model/manifest.json", "opt/model/model.skops"]
+
+    result = run_smoke_test(client(), built.code_image_id, built.labels, fetched.ref.manifest.golden_set,
+                            mounts=built.model_files)
+    assert result.checks_passed == ("readyz", "version", "golden_set") and result.mismatches == ()
+    check_unchanged(built)
+    # The mounted files are what the app serves: another model's bytes there fail its golden set.
+    bad = models()["bad"]
+    with pytest.raises(SmokeTestError, match="golden set failed"):
+        run_smoke_test(client(), built.code_image_id, built.labels, bad.ref.manifest.golden_set,
+                       mounts=(("opt/model/manifest.json", bad.manifest_path), ("opt/model/model.skops", bad.path)))
+
+    pushed = push_built(client(), built, registry_credentials)
+    client().api.pull(pushed.ref.partition("@")[0], tag=pushed.digest,
+                      auth_config={"username": registry_credentials.username,
+                                   "password": registry_credentials.password.get_secret_value()})
+    assert client().api.inspect_image(pushed.ref)["Id"] == built.image_id  # the pushed image is this config
+    assert build_it(load=True).image_id == built.image_id  # and the one `docker load` gives
