@@ -12,6 +12,7 @@ from typing import Any
 
 from flows import environments as envs
 from flows.errors import RolloutError
+from flows.progress import Verdict, judge, routes_only_to
 from flows.release import ANNOTATION_PREFIX, DIGEST
 from flows.retry import call_with_retries
 
@@ -213,8 +214,6 @@ def wait(api_client, ns: str, name: str, limit: float, poll_seconds: float, sinc
     Complete also means the Service `name` routes to the new pods only (see `routes_only_to`), so
     that whoever reads the result next and calls the app meets the new version.
     """
-    from flows.rollout import Verdict, judge, routes_only_to
-
     started = time.monotonic()
     while True:
         deployment, pods = observe(api_client, ns, name)
@@ -266,7 +265,7 @@ def set_rollout_state(api_client, ns: str, name: str, state: str) -> None:
     patch = {"metadata": {"annotations": {envs.ROLLOUT_STATE: state}}}
     patched = call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, patch), what=f"annotate Deployment {ns}/{name}")
     # A Deployment's generation counts its annotations too: until the controller has observed the
-    # new one, the Deployment would not read as complete (`rollout.is_complete`) to the next reader.
+    # new one, the Deployment would not read as complete (`progress.is_complete`) to the next reader.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         seen = read_deployment(api_client, ns, name) or {}

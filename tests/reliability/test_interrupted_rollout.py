@@ -66,7 +66,7 @@ def test_a_rollout_killed_after_its_apply_that_completes_by_itself_is_marked_com
     good = release(images["v2"], 2)
 
     kill_after_apply(settings, api_client, env, good, tmp_path)
-    from flows.rollout import is_complete
+    from flows.progress import is_complete
 
     wait_for("the controller finishing the rollout the dead run started",
              lambda: is_complete(kube.read_deployment(api_client, env.namespace, good.app)), timeout=90)

@@ -14,7 +14,8 @@ from flows.environments import DEPLOYED_AT
 from flows.errors import RolloutError
 from flows.release import DIGEST, GIT_SHA, MODEL_VERSION, ModelId, PinnedRelease, Release, require_pinned
 from flows.retry import is_transient
-from flows.rollout import Previous, find_previous, judge, recovery, render_manifests
+from flows.progress import Verdict, judge, routes_only_to
+from flows.rollout import Previous, find_previous, recovery, render_manifests
 from flows.settings import Environment, Settings
 
 D1 = "sha256:" + "1" * 64
@@ -199,7 +200,7 @@ def endpoints(*pod_names, not_ready=()):
     (endpoints(), False), ({"subsets": None}, False), (None, False),  # nothing routes anywhere yet
 ])
 def test_traffic_counts_as_switched_when_the_service_routes_to_new_pods_only(found, expected):
-    assert rollout.routes_only_to(found, [pod("new-1"), pod("new-2")]) is expected
+    assert routes_only_to(found, [pod("new-1"), pod("new-2")]) is expected
 
 
 def test_wait_holds_a_complete_rollout_until_the_service_routes_to_new_pods(monkeypatch):
@@ -358,11 +359,11 @@ class FakeKube:
 
 SERVING_V1 = with_template(deployment(), template(REF1), {DIGEST: D1, GIT_SHA: "c" * 40, MODEL_VERSION: "1",
                                                              "io.aiship/model-name": "iris"})
-PULL_FAILED = rollout.Verdict("failed", "ImagePullBackOff", "pod x: ImagePullBackOff: not found", ("x",))
+PULL_FAILED = Verdict("failed", "ImagePullBackOff", "pod x: ImagePullBackOff: not found", ("x",))
 
 
 def test_a_failed_rollout_restores_what_served_and_says_so(monkeypatch, settings):
-    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("complete")])
+    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, Verdict("complete")])
     with pytest.raises(RolloutError) as caught:
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("apply", REF2), ("mark_failed", "ImagePullBackOff"), ("restore", D1, 2), ("state", "complete")]
@@ -380,14 +381,14 @@ def test_a_failed_first_rollout_scales_to_zero(monkeypatch, settings):
 
 
 def test_a_restore_that_fails_too_is_reported_and_stays_unfinished(monkeypatch, settings):
-    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, rollout.Verdict("failed", "CrashLoopBackOff", "old one crashes")])
+    fake = FakeKube(monkeypatch, SERVING_V1, [PULL_FAILED, Verdict("failed", "CrashLoopBackOff", "old one crashes")])
     with pytest.raises(RolloutError, match=f"restoring {D1} did not complete either") as caught:
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert caught.value.reason == "ImagePullBackOff" and ("state", "complete") not in fake.calls
 
 
 def test_the_deployment_is_applied_in_progress_and_marked_complete_when_it_serves(monkeypatch, settings):
-    fake = FakeKube(monkeypatch, SERVING_V1, [rollout.Verdict("complete")])
+    fake = FakeKube(monkeypatch, SERVING_V1, [Verdict("complete")])
     rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("apply", REF2), ("state", "complete")]
     ann = render_manifests(release(), ENV, settings, "t").deployment["metadata"]["annotations"]
@@ -413,7 +414,7 @@ def test_a_rollout_interrupted_while_it_waits_is_undone_before_the_interruption_
     fake = FakeKube(monkeypatch, SERVING_V1, [])
     fake.verdicts = ["interrupt"]
     cancelled = interrupt_wait(fake, monkeypatch)
-    fake.verdicts.append(rollout.Verdict("complete"))  # the undo's own wait
+    fake.verdicts.append(Verdict("complete"))  # the undo's own wait
     with pytest.raises(cancelled):
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("apply", REF2), ("mark_failed", "RolloutInterrupted"), ("restore", D1, 2), ("state", "complete")]
@@ -450,7 +451,7 @@ def unfinished(complete: bool) -> dict:
 
 
 def test_an_unfinished_rollout_that_completed_since_is_marked_complete_and_is_what_served(monkeypatch, settings):
-    fake = FakeKube(monkeypatch, unfinished(complete=True), [rollout.Verdict("complete")])
+    fake = FakeKube(monkeypatch, unfinished(complete=True), [Verdict("complete")])
     result = rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("state", "complete"), ("apply", REF2), ("state", "complete")] and result.previous_digest == D1
 
@@ -465,7 +466,7 @@ def test_an_unfinished_rollout_that_never_completed_is_marked_failed_and_is_not_
 def test_an_unfinished_rollout_delivered_again_is_not_marked_failed(monkeypatch, settings):
     again = unfinished(complete=False)
     again["spec"]["template"] = template(REF2)
-    fake = FakeKube(monkeypatch, again, [rollout.Verdict("complete")])
+    fake = FakeKube(monkeypatch, again, [Verdict("complete")])
     rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("apply", REF2), ("state", "complete")]
 
@@ -527,7 +528,7 @@ def test_a_restore_that_keeps_meeting_conflicts_gives_up(monkeypatch):
 
 
 def test_a_complete_rollout_returns_what_serves_and_what_served(monkeypatch, settings):
-    FakeKube(monkeypatch, SERVING_V1, [rollout.Verdict("complete")])
+    FakeKube(monkeypatch, SERVING_V1, [Verdict("complete")])
     result = rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert (result.digest, result.previous_digest, result.ref) == (D2, D1, REF2)
     assert result.address == "http://127.0.0.1:16150" and result.environment == "test"
