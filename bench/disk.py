@@ -63,7 +63,7 @@ def measure(settings, client, app: str) -> dict:
     df = client.df()
     state = settings.state_dir
     logs = [p for p in state.rglob("*.log*") if p.is_file() and not p.is_symlink()]
-    app_images = [i for i in client.images.list() if any(t.rpartition(":")[0].endswith(f"/{app}") for t in i.tags)]
+    app_images = [i for i in client.images.list(name=f"{settings.registry_host}/{app}")]
     leftovers = [c.name for label in (SMOKE_LABEL, SANDBOX_LABEL)
                  for c in client.containers.list(all=True, filters={"label": label})]
     work = [p for p in Path(tempfile.gettempdir()).iterdir() if p.is_dir() and folder_owner(p) is not None]
@@ -82,6 +82,12 @@ def measure(settings, client, app: str) -> dict:
         "leftover_containers": len(leftovers),
         "leftover_folders": len(work),
     }
+
+
+def rotatelogs_bytes(size: str) -> int:
+    """rotatelogs' size argument (local/lib.sh's AISHIP_LOG_SIZE: 20M, 512K, 1G) in bytes."""
+    number, unit = size[:-1], size[-1].upper()
+    return int(number) * {"K": 2**10, "M": 2**20, "G": 2**30}[unit] if unit in "KMG" else int(size)
 
 
 SIZES = ("docker_images", "docker_containers", "docker_volumes", "docker_build_cache", "registry", "model_store",
@@ -133,7 +139,7 @@ def main() -> None:
     first, last = rows[0], rows[-2]
     growth = {k: round((last[k] - first[k]) / args.deliveries / MiB, 3) for k in SIZES}
     print("\ngrowth per delivery (MiB): " + ", ".join(f"{k} {v:+.3f}" for k, v in growth.items()))
-    limit = int(os.environ.get("AISHIP_LOG_SIZE", "20M").rstrip("M")) * MiB
+    limit = rotatelogs_bytes(os.environ.get("AISHIP_LOG_SIZE", "20M"))
     bounds = {
         f"app images in dockerd <= {settings.keep_images}": max(r["app_images"] for r in rows[1:]) <= settings.keep_images,
         "no leftover containers or work folders": all(r["leftover_containers"] == r["leftover_folders"] == 0 for r in rows[1:]),

@@ -30,6 +30,9 @@ from flows.ownership import OWNER_LABEL, folder_owner
 from flows.sandbox import SANDBOX_LABEL
 from flows.smoke_test import SMOKE_LABEL
 
+# A run's final state must be this old before its leftovers go: a run marked Crashed because the
+# server missed its heartbeats may still be working for a while.
+FINAL_FOR_SECONDS = 600
 SWEEP_AFTER_SECONDS = 3 * 3600  # longer than any delivery runs, so only a dead run's leftovers are this old
 SMOKE_AFTER_SECONDS = 1800  # a smoke test ends within minutes; older containers belong to a dead run
 
@@ -83,9 +86,14 @@ def sweep_leftovers(client: Any, now: float | None = None, tmp: Path | None = No
                   for c in client.containers.list(all=True, filters={"label": label}, ignore_removed=True)]
     folders = [p for p in sorted(Path(tmp or tempfile.gettempdir()).iterdir()) if p.is_dir() and folder_owner(p) is not None]
     owners = {c.labels.get(OWNER_LABEL, "") for c, _ in containers} | {folder_owner(p) for p in folders}
-    over = finished(owners - {""}) if owners - {""} else set()
-
     cleaned = Cleaned()
+    try:
+        over = finished(owners - {""}) if owners - {""} else set()
+    except Exception as exc:  # the server is down: what is old enough still goes
+        over = set()
+        cleaned.failed.append(f"containers and folders by their runs' state (Prefect did not say which runs are "
+                              f"over: {type(exc).__name__}: {exc}); removed by age only")
+
     for container, ttl in containers:
         created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z") + "+00:00").timestamp()
         if not is_leftover(container.labels.get(OWNER_LABEL, ""), now - created, ttl, over):
@@ -111,23 +119,33 @@ def is_leftover(owner: str, age_seconds: float, ttl_seconds: float, finished: It
     return (bool(owner) and owner in finished) or age_seconds >= ttl_seconds
 
 
-def finished_runs(ids: set[str]) -> set[str]:
-    """Which of these flow runs Prefect has in a final state (completed, failed, crashed, cancelled).
+def finished_runs(ids: set[str], final_for: float = FINAL_FOR_SECONDS, now: float | None = None) -> set[str]:
+    """Which of these flow runs Prefect has had in a final state (completed, failed, crashed,
+    cancelled) for `final_for` seconds at least.
 
-    A run Prefect does not know (another server's, or deleted) is not counted: its leftovers go by age.
+    A run Prefect does not know (another server's, deleted, or an id that is none) is not counted:
+    its leftovers go by age.
     """
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    wanted = sorted(UUID(i) for i in ids)
+    def uuid_or_none(value: str) -> UUID | None:
+        try:
+            return UUID(value)
+        except ValueError:
+            return None
+
+    now = time.time() if now is None else now
+    wanted = sorted(u for u in map(uuid_or_none, ids) if u is not None)
     over: set[str] = set()
     with get_client(sync_client=True) as client:
         for start in range(0, len(wanted), 200):  # the API's page size
             batch = wanted[start:start + 200]
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch))
-            over |= {str(run.id) for run in runs if run.state is not None and run.state.is_final()}
+            over |= {str(run.id) for run in runs if run.state is not None and run.state.is_final()
+                     and now - run.state.timestamp.timestamp() >= final_for}
     return over
 
 

@@ -277,25 +277,21 @@ def status(
 
 
 @app.command("sweep")
-def sweep_command() -> None:
+def sweep_command(
+    final_for: Annotated[float, typer.Option("--final-for", min=0, help="Seconds a run must have been over before its leftovers go.")] = 600,
+) -> None:
     """Remove what runs that are over left on this machine (smoke and sandbox containers, work folders); run at worker start."""
+    from functools import partial
+
     from flows.cleanup import finished_runs, sweep_leftovers
     from flows.image import docker_client
-
-    def finished(ids: set[str]) -> set[str]:
-        try:
-            return finished_runs(ids)
-        except Exception as exc:  # the server is down: what is old enough still goes
-            typer.echo(f"the Prefect server did not say which runs are over ({type(exc).__name__}: {exc}); "
-                       "sweeping by age only", err=True)
-            return set()
 
     try:
         client = docker_client()
     except AishipError as exc:
         fail(exc)
     try:
-        cleaned = sweep_leftovers(client, finished=finished)
+        cleaned = sweep_leftovers(client, finished=partial(finished_runs, final_for=final_for))
     finally:
         client.close()
     typer.echo(f"swept {len(cleaned.containers)} containers and {len(cleaned.folders)} work folders")

@@ -230,12 +230,19 @@ def wait(api_client, ns: str, name: str, limit: float, poll_seconds: float, sinc
         time.sleep(poll_seconds)
 
 
-def restore(api_client, ns: str, name: str, previous, replicas: int) -> None:
-    """Re-applies the pod template and `io.aiship/*` annotations that served before (a `rollout undo`)."""
+def restore(api_client, ns: str, name: str, previous, replicas: int, if_generation: int | None = None) -> None:
+    """Re-applies the pod template and `io.aiship/*` annotations that served before (a `rollout undo`).
+
+    With `if_generation`, only while the Deployment's spec is still that generation: a RolloutError
+    when another writer changed it since (its status may change meanwhile; that is the controller).
+    """
     _, apps = _apis(api_client)
 
     def once() -> None:
         body = read_deployment(api_client, ns, name)
+        if if_generation is not None and (body or {}).get("metadata", {}).get("generation") != if_generation:
+            raise RolloutError("RolloutInterrupted", f"Deployment {ns}/{name} was changed by another writer since "
+                               f"generation {if_generation}; it is left to that writer")
         kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(ANNOTATION_PREFIX)}
         # in progress until the undo is waited on: a run that dies meanwhile leaves nothing that reads as serving
         body["metadata"]["annotations"] = {**kept, **previous.annotations, envs.ROLLOUT_STATE: envs.IN_PROGRESS}
@@ -266,11 +273,22 @@ def set_rollout_state(api_client, ns: str, name: str, state: str) -> None:
     patched = call_with_retries(lambda: apps.patch_namespaced_deployment(name, ns, patch), what=f"annotate Deployment {ns}/{name}")
     # A Deployment's generation counts its annotations too: until the controller has observed the
     # new one, the Deployment would not read as complete (`progress.is_complete`) to the next reader.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        seen = read_deployment(api_client, ns, name) or {}
-        if (seen.get("status") or {}).get("observedGeneration", 0) >= patched.metadata.generation:
-            return
+    read_observed(api_client, ns, name, patched.metadata.generation)
+
+
+def read_observed(api_client, ns: str, name: str, generation: int | None = None,
+                  timeout: float = 10.0) -> dict[str, Any] | None:
+    """The Deployment once its controller has observed `generation` (default: its current one), or as it is after `timeout`.
+
+    Until then its status, and the revision annotation that names its newest ReplicaSet, describe
+    the spec before.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = read_deployment(api_client, ns, name)
+        want = generation if generation is not None else ((seen or {}).get("metadata") or {}).get("generation", 0)
+        if seen is None or (seen.get("status") or {}).get("observedGeneration", 0) >= want or time.monotonic() > deadline:
+            return seen
         time.sleep(0.1)
 
 

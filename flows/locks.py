@@ -54,14 +54,21 @@ def environment_lock(app: str, environment: str, lease_seconds: float = 300,
     the interruption leaves here as one PlatformError.
     """
     name = ensure_lock(app, environment)
+    interrupted = False
     try:
         with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, lease_duration=lease_seconds, strict=True):
-            yield
+            try:
+                yield
+            except BaseException as exc:
+                # Only while held: a cancellation while waiting for the slot is not a lost lease.
+                interrupted = any(isinstance(one, CancelledError) for one in chain(exc))
+                raise
     except BaseException as exc:
         # Giving the slot back after a lost lease may fail as well (the server that did not renew
-        # it), and that error replaces the interruption: look for it in the context too.
-        if not any(isinstance(one, CancelledError) for one in chain(exc)):
+        # it), and that error replaces the interruption, which `interrupted` remembers.
+        if not interrupted:
             raise
         raise PlatformError(f"the lock of {app} in {environment} (Prefect concurrency limit {name}) was lost while "
-                            "held: its lease could not be renewed with the Prefect API; a rollout it covered was "
-                            "undone; check that the Prefect server answers and deliver again") from exc
+                            "held: its lease could not be renewed with the Prefect API; a rollout it covered was undone "
+                            "if it could be (the run's log says); check what serves (`aiship status`) and that the "
+                            "Prefect server answers, then deliver again") from exc

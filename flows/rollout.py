@@ -36,6 +36,8 @@ from flows.release import ANNOTATION_PREFIX, APP, DIGEST, SERVE, PinnedRelease, 
 from flows.settings import Environment, Settings
 
 TEMPLATES = files("flows") / "deployments"
+
+
 @dataclass(frozen=True)
 class Manifests:
     """The rendered objects of one environment, as dicts the Kubernetes client accepts."""
@@ -166,6 +168,11 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
     try:
         kube.apply(api_client, manifests, settings.registry_credentials_block)
         verdict, deployment = kube.wait(api_client, ns, name, limit, poll_seconds, deployed_at[:19])
+        if verdict.state != "complete":
+            _log().warning("rollout of %s to %s failed: %s: %s; undoing it", release.digest, ns, verdict.reason,
+                           verdict.message)
+            details = kube.failure_details(api_client, ns, verdict.failing_pods)
+            undo = undo_rollout(api_client, ns, name, previous, environment, verdict.reason, limit, poll_seconds)
     except BaseException as exc:
         # Interrupted from outside (the environment's lock lost, the run cancelled or terminated):
         # undone here rather than left in progress for the next run. An Exception is an answer of
@@ -179,9 +186,6 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
         ready = (deployment.get("status") or {}).get("readyReplicas", 0)
         return RolloutResult(environment.name, ns, release.ref, release.digest, previous.digest if previous else None,
                              round(time.monotonic() - started, 1), ready, envs.address(environment))
-    _log().warning("rollout of %s to %s failed: %s: %s; undoing it", release.digest, ns, verdict.reason, verdict.message)
-    details = kube.failure_details(api_client, ns, verdict.failing_pods)
-    undo = undo_rollout(api_client, ns, name, previous, environment, verdict.reason, limit, poll_seconds)
     if undo is None:
         raise RolloutError(verdict.reason, f"{verdict.message}; nothing served in {ns} before, so Deployment {name} "
                            f"was scaled to zero; fix the image and deliver again", details)
@@ -192,7 +196,7 @@ def roll_out_release(api_client, release: PinnedRelease, environment: Environmen
 
 
 def undo_rollout(api_client, ns: str, name: str, previous: Previous | None, environment: Environment, reason: str,
-                 limit: float, poll_seconds: float) -> Verdict | None:
+                 limit: float, poll_seconds: float, if_generation: int | None = None) -> Verdict | None:
     """Marks the new revision failed and brings back what served before (None: scaled to zero, nothing did).
 
     Returns the undo's own verdict; when it did not complete, the Deployment stays "in-progress"
@@ -205,7 +209,7 @@ def undo_rollout(api_client, ns: str, name: str, previous: Previous | None, envi
         return None
     restored_at = _utc_now()[:19]
     restored_serve = parse_serve(previous.annotations.get(SERVE))
-    kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve))
+    kube.restore(api_client, ns, name, previous, replicas(environment, restored_serve), if_generation)
     undo, _ = kube.wait(api_client, ns, name, limit, poll_seconds, restored_at)
     if undo.state == "complete":
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)
@@ -214,20 +218,31 @@ def undo_rollout(api_client, ns: str, name: str, previous: Previous | None, envi
 
 def undo_interrupted(api_client, release: PinnedRelease, environment: Environment, previous: Previous | None,
                      limit: float, poll_seconds: float, why: str) -> None:
-    """Undoes a rollout stopped from outside, unless another run has applied its own release since."""
+    """Undoes a rollout stopped from outside, unless there is nothing of it to undo or another run changed it since.
+
+    Never raises: the interruption is what the run ends with, and whatever is left "in-progress"
+    is settled by the next rollout (`settle_unfinished`).
+    """
     ns, name = environment.namespace, release.app
-    deployment = kube.read_deployment(api_client, ns, name)
-    applied = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(DIGEST)
-    if deployment is None or applied != release.digest:
-        _log().warning("the rollout of %s to %s was interrupted (%s) before its apply, or another run applied %s "
-                       "since; nothing to undo", release.digest, ns, why, applied or "nothing")
-        return
-    _log().warning("the rollout of %s to %s was interrupted (%s); undoing it", release.digest, ns, why)
-    undo = undo_rollout(api_client, ns, name, previous, environment, "RolloutInterrupted", limit, poll_seconds)
-    what = "scaled to zero (nothing served before)" if undo is None else (
-        f"restored {previous.digest}" if undo.state == "complete" else
-        f"restoring {previous.digest} did not complete ({undo.reason}); the next rollout settles it")
-    _log().warning("the interrupted rollout of %s to %s: %s", release.digest, ns, what)
+    try:
+        # Once the controller has seen the apply, its revision annotation names the new ReplicaSet,
+        # which `mark_failed` marks; before, it would name the one that serves.
+        deployment = kube.read_observed(api_client, ns, name)
+        applied = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(DIGEST)
+        if deployment is None or applied != release.digest or (previous is not None and previous.digest == release.digest):
+            _log().warning("the rollout of %s to %s was interrupted (%s); nothing of it to undo (the Deployment "
+                           "carries %s)", release.digest, ns, why, applied or "nothing")
+            return
+        _log().warning("the rollout of %s to %s was interrupted (%s); undoing it", release.digest, ns, why)
+        undo = undo_rollout(api_client, ns, name, previous, environment, "RolloutInterrupted", limit, poll_seconds,
+                            if_generation=deployment["metadata"].get("generation"))
+        what = "scaled to zero (nothing served before)" if undo is None else (
+            f"restored {previous.digest}" if undo.state == "complete" else
+            f"restoring {previous.digest} did not complete ({undo.reason}); the next rollout settles it")
+        _log().warning("the interrupted rollout of %s to %s: %s", release.digest, ns, what)
+    except Exception as exc:
+        _log().warning("the interrupted rollout of %s to %s could not be undone: %s: %s; the next rollout settles it",
+                       release.digest, ns, type(exc).__name__, exc)
 
 
 def settle_unfinished(api_client, ns: str, name: str, deployment: dict[str, Any] | None,

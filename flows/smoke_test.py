@@ -242,16 +242,39 @@ def run_smoke_test(client: Any, image: str, labels: dict[str, str], golden: Gold
 
 
 def check_unchanged(built: BuiltImage) -> None:
-    """Refuses to go on when a mounted model file is not the one the layer was written from.
+    """Proves that the model layer holds what the smoke test mounted, or raises SmokeTestError.
 
-    The files sit in the run's private work folder and were mounted read-only; this checks that
-    nothing replaced them meanwhile (size and modification time against the layer's own write).
+    The layer's entries are exactly the mounted files: the model's bytes hash to the release's
+    verified sha256 (read from the layer itself), the manifest's bytes are the mounted file's, and
+    no mounted file was written after the layer (they sit in the run's private work folder and
+    were mounted read-only). One read of the model, far less than `docker load` writes.
     """
+    import hashlib
+    import tarfile
+
+    def refuse(what: str) -> SmokeTestError:
+        return SmokeTestError(f"the model layer of {built.tag} does not hold what its smoke test mounted: {what}; "
+                              "build again")
+
     layer_written = built.model_layer.path.stat().st_mtime_ns
-    for name, path in built.model_files:
-        if not path.is_file() or path.stat().st_mtime_ns > layer_written:
-            raise SmokeTestError(f"the model file {path} (mounted at /{name.lstrip('/')}) changed after the model "
-                                 f"layer of {built.tag} was written from it; build again")
+    mounted = {name.strip("/"): path for name, path in built.model_files}
+    with tarfile.open(built.model_layer.path) as layer:
+        members = {m.name: m for m in layer.getmembers()}
+        if sorted(members) != sorted(mounted):
+            raise refuse(f"entries {sorted(members)}, mounted {sorted(mounted)}")
+        for name, path in mounted.items():
+            if not path.is_file() or path.stat().st_mtime_ns > layer_written:
+                raise refuse(f"{path} (mounted at /{name}) changed after the layer was written from it")
+            content = layer.extractfile(members[name])
+            if path.name == "manifest.json":
+                if content.read() != path.read_bytes():
+                    raise refuse(f"/{name} differs from {path}")
+                continue
+            digest = hashlib.sha256()
+            while chunk := content.read(4 << 20):
+                digest.update(chunk)
+            if digest.hexdigest() != built.release.model.sha256:
+                raise refuse(f"/{name} has sha256 {digest.hexdigest()}, not the verified {built.release.model.sha256}")
 
 
 @task(name="smoke-test")

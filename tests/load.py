@@ -72,7 +72,7 @@ class Wrk:
 
     def __init__(self, url: str, seconds: float, threads: int = 1, connections: int = 4, script: Path | None = None) -> None:
         self.before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        command = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
+        command = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency"]
         self.proc = subprocess.Popen([*command, *(["-s", str(script)] if script else []), url],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

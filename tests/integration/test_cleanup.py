@@ -90,7 +90,8 @@ def runs():
 
 
 def test_at_worker_start_a_crashed_runs_leftovers_go_at_once_and_a_running_runs_stay(docker_client, settings, tmp_path, runs):
-    assert finished_runs(set(runs.values())) == {runs["over"]}
+    assert finished_runs(set(runs.values()), final_for=0) == {runs["over"]}
+    assert finished_runs(set(runs.values())) == set()  # over for less than FINAL_FOR_SECONDS: maybe still working
     made = []
     for kind, label in (("over", SMOKE_LABEL), ("live", SANDBOX_LABEL)):
         made.append(docker_client.containers.create(settings.base_image, ["sleep", "600"],
@@ -103,7 +104,7 @@ def test_at_worker_start_a_crashed_runs_leftovers_go_at_once_and_a_running_runs_
     try:
         # The command local/prefect.sh runs before it starts the worker, with this test's TMPDIR.
         aiship = Path(sys.executable).with_name("aiship")
-        proc = subprocess.run([str(aiship), "sweep"], env={**os.environ, "TMPDIR": str(tmp_path)},
+        proc = subprocess.run([str(aiship), "sweep", "--final-for", "0"], env={**os.environ, "TMPDIR": str(tmp_path)},
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         # (containers: this one, and any other run's that is over on this engine)

@@ -124,9 +124,18 @@ def test_without_docker_load_the_code_image_and_mounted_model_are_tested_and_the
         run_smoke_test(client(), built.code_image_id, built.labels, bad.ref.manifest.golden_set,
                        mounts=(("opt/model/manifest.json", bad.manifest_path), ("opt/model/model.skops", bad.path)))
 
+    # The image `docker load` gives for the same inputs (dockerd did not hold it: this one is loaded) ...
+    loaded = build_it(load=True)
+    assert loaded.loaded and "docker load" in dict(loaded.timings) and loaded.image_id == built.image_id
+    assert client().api.inspect_image(built.image_id)["RootFS"]["Layers"][-1] == built.model_layer.digest
+    # ... is the image pushed.
     pushed = push_built(client(), built, registry_credentials)
-    client().api.pull(pushed.ref.partition("@")[0], tag=pushed.digest,
-                      auth_config={"username": registry_credentials.username,
-                                   "password": registry_credentials.password.get_secret_value()})
-    assert client().api.inspect_image(pushed.ref)["Id"] == built.image_id  # the pushed image is this config
-    assert build_it(load=True).image_id == built.image_id  # and the one `docker load` gives
+    with RegistryAPI(pushed.repository, registry_credentials) as registry:
+        manifest, _ = registry.manifest(pushed.digest)
+        assert json.loads(manifest)["config"]["digest"] == built.image_id
+
+    # A mounted file that changed after the layer was written is caught.
+    with fetched.path.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(SmokeTestError, match="changed after the layer was written"):
+        check_unchanged(built)

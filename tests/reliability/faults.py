@@ -93,6 +93,7 @@ class Cuttable:
                 return  # cut
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)  # an idle keep-alive connection stays open, as without the forwarder
             except OSError:
                 client.close()
                 continue

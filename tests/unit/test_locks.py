@@ -48,3 +48,16 @@ def test_other_errors_leave_the_lock_unchanged(slot):
     with pytest.raises(ValueError, match="not a lease"):
         with locks.environment_lock("app", "staging"):
             raise ValueError("not a lease")
+
+
+def test_a_cancellation_while_waiting_for_the_slot_is_not_a_lost_lease(monkeypatch):
+    @contextmanager
+    def concurrency(name, occupy, timeout_seconds, lease_duration, strict):
+        raise CancelledError()  # as a run cancelled during its wait for the slot
+        yield
+
+    monkeypatch.setattr(locks, "ensure_lock", lambda app, env: locks.lock_name(app, env))
+    monkeypatch.setattr(locks, "concurrency", concurrency)
+    with pytest.raises(CancelledError):
+        with locks.environment_lock("app", "staging"):
+            pass

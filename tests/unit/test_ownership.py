@@ -37,3 +37,29 @@ def test_outside_a_run_a_folder_has_no_owner_and_a_foreign_one_is_not_aiships(tm
 ])
 def test_the_sweep_removes_what_a_finished_run_left_and_what_is_old(owner, age, finished, gone):
     assert is_leftover(owner, age, 60, finished) is gone
+
+
+def test_a_sweep_whose_run_states_are_unknown_goes_by_age_and_says_so(tmp_path):
+    import os
+    import time
+
+    from flows.cleanup import SWEEP_AFTER_SECONDS, sweep_leftovers
+
+    class NoContainers:
+        class containers:
+            @staticmethod
+            def list(**kwargs):
+                return []
+
+    young, old = tmp_path / f"aiship-deliver-{RUN}.a", tmp_path / "aiship-src-b"
+    for folder in (young, old):
+        folder.mkdir()
+    long_ago = time.time() - SWEEP_AFTER_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+
+    def server_down(ids):
+        raise ConnectionRefusedError("127.0.0.1:4200")
+
+    cleaned = sweep_leftovers(NoContainers(), tmp=tmp_path, finished=server_down)
+    assert cleaned.folders == [str(old)] and young.exists()
+    assert any("by age only" in f for f in cleaned.failed)

@@ -351,7 +351,8 @@ class FakeKube:
         monkeypatch.setattr(kube, "apply", lambda api, m, block: self.calls.append(("apply", m.deployment["spec"]["template"]["spec"]["containers"][0]["image"])))
         monkeypatch.setattr(kube, "wait", lambda *a: (self.verdicts.pop(0), deployment()))
         monkeypatch.setattr(kube, "failure_details", lambda api, ns, pods: f"events of {pods}")
-        monkeypatch.setattr(kube, "restore", lambda api, ns, name, prev, n: self.calls.append(("restore", prev.digest, n)))
+        monkeypatch.setattr(kube, "restore", lambda api, ns, name, prev, n, if_generation=None: self.calls.append(("restore", prev.digest, n)))
+        monkeypatch.setattr(kube, "read_observed", lambda api, ns, name: self.current)
         monkeypatch.setattr(kube, "mark_failed", lambda api, ns, name, reason: self.calls.append(("mark_failed", reason)))
         monkeypatch.setattr(kube, "scale", lambda api, ns, name, n: self.calls.append(("scale", n)))
         monkeypatch.setattr(kube, "set_rollout_state", lambda api, ns, name, state: self.calls.append(("state", state)))
@@ -427,6 +428,39 @@ def test_an_interrupted_rollout_that_another_run_replaced_is_left_to_it(monkeypa
     with pytest.raises(cancelled):
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
     assert fake.calls == [("apply", REF2)]
+
+
+def test_an_interruption_whose_undo_fails_still_ends_the_run_as_interrupted(monkeypatch, settings):
+    fake = FakeKube(monkeypatch, SERVING_V1, [])
+    fake.verdicts = ["interrupt"]
+    cancelled = interrupt_wait(fake, monkeypatch)
+
+    def restore(*a, **k):
+        raise ConnectionRefusedError("127.0.0.1:16443")
+
+    monkeypatch.setattr(kube, "restore", restore)
+    with pytest.raises(cancelled):  # not the undo's error
+        rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
+
+
+def test_a_restore_only_if_unchanged_leaves_a_deployment_another_writer_changed(monkeypatch):
+    from flows.rollout import Previous
+
+    replaced = []
+
+    class Apps:
+        def replace_namespaced_deployment(self, name, ns, body):
+            replaced.append(body)
+
+    changed = json.loads(json.dumps(SERVING_V1))
+    changed["metadata"]["generation"] = 7
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
+    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: changed)
+    with pytest.raises(RolloutError, match="changed by another writer since generation 6"):
+        kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2, if_generation=6)
+    assert replaced == []
+    kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2, if_generation=7)
+    assert len(replaced) == 1
 
 
 def test_an_api_error_during_the_wait_is_not_answered_with_an_undo(monkeypatch, settings):
