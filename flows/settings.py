@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     rollout_progress_deadline_seconds: int = Field(default=90, ge=10, description="The Deployment's progressDeadlineSeconds: a rollout making no progress that long is rolled back.")
     rollout_min_ready_seconds: int = Field(default=30, ge=0, description="The Deployment's minReadySeconds: how long a new pod must stay ready before an old one leaves (above 30 to catch an app that crashes 30 s after start).")
     rollout_max_surge: int | str = Field(default="100%", description="The Deployment's maxSurge: new pods started at once, a count or a percentage (maxUnavailable is always 0); 100% starts all new pods together, so minReadySeconds is paid once.")
-    lock_lease_seconds: float = Field(default=300, ge=5, description="Lease of an environment's lock (a Prefect concurrency slot), renewed every three quarters of it while held; a holder that cannot renew it stops, undoes its rollout and fails, since the slot may be given to another run.")
+    lock_lease_seconds: float = Field(default=300, ge=60, description="Lease of an environment's lock (a Prefect concurrency slot), renewed every three quarters of it while held (Prefect accepts 60 s at least); a holder that cannot renew it stops, undoes its rollout and fails, since the slot may be given to another run.")
     flow_run_silence_seconds: int = Field(default=600, ge=240, description="A flow run that sent no heartbeat (Prefect sends one every 180 s by default, paused or not) and reached no final state for this long is marked Crashed: its process died with its machine or worker.")
 
     @property

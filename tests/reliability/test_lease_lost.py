@@ -22,7 +22,7 @@ from flows.rollout import roll_out_release
 from tests.kube_support import environment, release, version_at, wait_until_settled
 from tests.reliability.faults import REPO, Cuttable, wait_for
 
-LEASE_SECONDS = 6  # renewed every 4.5 s: the cut is felt within seconds
+LEASE_SECONDS = 60  # the least Prefect accepts; renewed every 45 s, so the cut is felt within a minute
 
 HOLDER = """
 import sys
@@ -84,6 +84,7 @@ def test_a_rollout_whose_lock_is_lost_is_undone_and_fails_naming_the_lock(settin
         forwarder.cut()
         delete_lock(lock_name(broken.app, env.name))
     output = log.read_text()
+    print(f"\nlease lost: the holder ended {ended_after:.0f} s after the cut (lease {LEASE_SECONDS} s)")
 
     # Interrupted by the lost lease while it waited, not ended by the rollout's own deadline (600 s).
     assert proc.returncode == 1 and "rolled out" not in output, output[-3000:]
@@ -91,7 +92,7 @@ def test_a_rollout_whose_lock_is_lost_is_undone_and_fails_naming_the_lock(settin
     assert f"the rollout of {broken.digest} to {env.namespace} was interrupted" in output, output[-3000:]
     assert f"restored {v1.digest}" in output, output[-3000:]
     assert "PlatformError" in output and f"lock of {broken.app} in {env.name}" in output, output[-3000:]
-    assert ended_after < 120, f"the holder took {ended_after:.0f} s after the cut"
+    assert ended_after < 150, f"the holder took {ended_after:.0f} s after the cut"
 
     now = envs.serving_version(api_client, env, broken.app)
     assert (now.digest, now.complete) == (v1.digest, True)
