@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,9 +119,11 @@ def test_without_docker_load_the_code_image_and_mounted_model_are_tested_and_the
                             mounts=built.model_files)
     assert result.checks_passed == ("readyz", "version", "golden_set") and result.mismatches == ()
     check_unchanged(built)
-    # The mounted files are what the app serves: another model's bytes there fail its golden set.
+    # The mounted files are what the app serves: another model's there is what /version names.
     bad = models()["bad"]
-    with pytest.raises(SmokeTestError, match="golden set failed"):
+    for path in (bad.manifest_path, bad.path):
+        Path(path).chmod(0o644)  # as build_app_image leaves the files it layers (the store writes them 0600)
+    with pytest.raises(SmokeTestError, match=f"does not match the image's labels: .*/version says '{bad.ref.sha256}'"):
         run_smoke_test(client(), built.code_image_id, built.labels, bad.ref.manifest.golden_set,
                        mounts=(("opt/model/manifest.json", bad.manifest_path), ("opt/model/model.skops", bad.path)))
 
