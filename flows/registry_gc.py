@@ -88,13 +88,15 @@ def read_manifests(api: RegistryAPI) -> list[Manifest]:
 def changes_running() -> int:
     """How many runs that may roll an image out are pending or running on the Prefect server now."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
         return len(client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=list(CHANGE_FLOWS))),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))),
             limit=50))
 
 

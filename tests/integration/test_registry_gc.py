@@ -58,3 +58,24 @@ def test_unused_old_images_are_deleted_and_their_blobs_freed(settings, docker_cl
         assert not api.has_blob(layers[digests[1]])
         assert api.has_blob(layers[digests[0]]) and api.has_blob(layers[digests[2]])
         assert sorted(api.tags()) == ["v1", "v3"]
+
+
+def test_a_running_delivery_on_the_server_holds_the_collection_back():
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows.registry_gc import changes_running
+
+    @flow(name="deliver")
+    def deliver() -> None:  # only its name matters: the server's flow of that name
+        pass
+
+    before = changes_running()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(deliver, state=Running())
+        try:
+            assert changes_running() == before + 1
+        finally:
+            client.delete_flow_run(run.id)
+    assert changes_running() == before
