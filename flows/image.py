@@ -371,7 +371,7 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
                          nocache=nocache, target=code_stage, dockerfile=dockerfile)
     lap("code image")
     layer = oci.write_model_layer(model_file, manifest_file, model_file.parent / LAYER_FILE, model_dir)
-    files = tuple((name, path) for name, path in oci.model_layer_files(model_file, manifest_file, model_dir))
+    files = tuple(oci.model_layer_files(model_file, manifest_file, model_dir))
     for _, path in files:
         path.chmod(0o644)  # as the layer has them: readable by whatever user the app runs as
     lap("model layer")
