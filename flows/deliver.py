@@ -28,7 +28,7 @@ from flows.apps import AppRegistration, all_apps, find_app, push_target, read_co
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError
 from flows.image import build_image
-from flows.locks import environment_lock
+from flows.locks import environment_lock, registry_shared
 from flows.model_store.base import ModelRef, check_model_file
 from flows.model_store.tasks import fetch_model, resolve_model
 from flows.ownership import work_folder
@@ -151,16 +151,21 @@ def skipped(release: Release, env: Environment, reason: str, serving: ServingVer
 
 def ship(app: AppRegistration, release: Release, source: SourceTree, config: AppConfig, model: ModelRef,
          env: Environment, settings: Settings, workdir: Path, clock: StageClock, by_event: bool) -> Delivery:
-    """Reuses or builds the release's tested image, then rolls it out holding the environment's lock."""
-    with clock.stage("find_image"):
-        existing = find_image(release, settings)
-    if existing:
-        get_run_logger().info("image for %s already in the registry: %s; nothing is built", release.version, existing.ref)
-        pushed, image_bytes = None, 0
-    else:
-        pushed, image_bytes = build_tested_image(release, source, config, model, settings, workdir, clock)
-    turn = roll_out_in_turn(app, release.pinned((existing or pushed).ref), env, settings, by_event,
-                            partial(is_ancestor, source))
+    """Reuses or builds the release's tested image, then rolls it out holding the environment's lock.
+
+    From finding the image to the end of its rollout the run holds a slot of the app's registry,
+    so the garbage collection cannot delete the image before it serves.
+    """
+    with registry_shared(app.name):
+        with clock.stage("find_image"):
+            existing = find_image(release, settings)
+        if existing:
+            get_run_logger().info("image for %s already in the registry: %s; nothing is built", release.version, existing.ref)
+            pushed, image_bytes = None, 0
+        else:
+            pushed, image_bytes = build_tested_image(release, source, config, model, settings, workdir, clock)
+        turn = roll_out_in_turn(app, release.pinned((existing or pushed).ref), env, settings, by_event,
+                                partial(is_ancestor, source))
     clock.seconds["wait_for_environment"] = turn.waited_seconds
     if turn.result is None:
         return skipped(release, env, turn.reason, turn.serving, clock)

@@ -240,9 +240,7 @@ def restore(api_client, ns: str, name: str, previous, replicas: int, if_generati
 
     def once() -> None:
         body = read_deployment(api_client, ns, name)
-        if if_generation is not None and (body or {}).get("metadata", {}).get("generation") != if_generation:
-            raise RolloutError("RolloutInterrupted", f"Deployment {ns}/{name} was changed by another writer since "
-                               f"generation {if_generation}; it is left to that writer")
+        _check_generation(body, ns, name, if_generation)
         kept = {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if not k.startswith(ANNOTATION_PREFIX)}
         # in progress until the undo is waited on: a run that dies meanwhile leaves nothing that reads as serving
         body["metadata"]["annotations"] = {**kept, **previous.annotations, envs.ROLLOUT_STATE: envs.IN_PROGRESS}
@@ -254,9 +252,20 @@ def restore(api_client, ns: str, name: str, previous, replicas: int, if_generati
     _read_and_replace(once, what=f"restore Deployment {ns}/{name}")
 
 
-def mark_failed(api_client, ns: str, name: str, reason: str) -> None:
-    """Annotates the ReplicaSet of the failed revision, so that it never counts as "served before"."""
+def _check_generation(deployment: dict[str, Any] | None, ns: str, name: str, if_generation: int | None) -> None:
+    if if_generation is not None and (deployment or {}).get("metadata", {}).get("generation") != if_generation:
+        raise RolloutError("RolloutInterrupted", f"Deployment {ns}/{name} was changed by another writer since "
+                           f"generation {if_generation}; it is left to that writer")
+
+
+def mark_failed(api_client, ns: str, name: str, reason: str, if_generation: int | None = None) -> None:
+    """Annotates the ReplicaSet of the failed revision, so that it never counts as "served before".
+
+    With `if_generation`, only while the Deployment's spec is still that generation (see `restore`):
+    after another writer's apply, the newest revision would be that writer's.
+    """
     deployment = read_deployment(api_client, ns, name)
+    _check_generation(deployment, ns, name, if_generation)
     revision = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(envs.REVISION)
     _, apps = _apis(api_client)
     for rs in envs.replica_sets(api_client, ns, name):

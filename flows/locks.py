@@ -1,12 +1,17 @@
-"""One change at a time per app and environment: a Prefect global concurrency limit named after both.
+"""Prefect global concurrency limits that keep changes apart.
 
-Two apps never wait on each other; two changes of one app to one environment never run together.
+- One change at a time per app and environment (`environment_lock`): two apps never wait on each
+  other; two changes of one app to one environment never run together.
+- An app's registry repository is shared by its deliveries and exclusive to its garbage
+  collection (`registry_shared`, `registry_exclusive`): a delivery that found or pushed an image
+  holds a slot until its rollout is over, so the collection never deletes an image between the
+  moment a delivery picks it and the moment it serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -19,6 +24,11 @@ from flows.errors import PlatformError, chain
 LOCK_PREFIX = "aiship-env-"
 
 
+REGISTRY_PREFIX = "aiship-registry-"
+# Deliveries of one app at once, each holding one slot; the garbage collection takes them all.
+REGISTRY_SLOTS = 100
+
+
 def lock_name(app: str, environment: str) -> str:
     """The concurrency limit's name for an app in an environment."""
     return f"{LOCK_PREFIX}{app}-{environment}"
@@ -26,21 +36,48 @@ def lock_name(app: str, environment: str) -> str:
 
 def ensure_lock(app: str, environment: str) -> str:
     """Creates the limit of an app in an environment (1 slot, active) when missing; returns its name."""
-    name = lock_name(app, environment)
+    return _ensure_limit(lock_name(app, environment), 1)
+
+
+def _ensure_limit(name: str, slots: int) -> str:
+    """Creates the limit `name` with `slots` (active) when missing, or mends it; returns its name."""
     with get_client(sync_client=True) as client:
         try:
             limit = client.read_global_concurrency_limit_by_name(name)
-            if not limit.active or limit.limit != 1:
+            if not limit.active or limit.limit != slots:
                 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
         except ObjectNotFound:
             try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True))
             except ObjectAlreadyExists:
-                pass  # another run of a new environment made it first: the same limit
-
+                pass  # another run made it first: the same limit
     return name
+
+
+@contextmanager
+def registry_shared(app: str, timeout_seconds: float | None = 1800) -> Iterator[None]:
+    """Holds one of the app's registry slots: its garbage collection waits until it is given back.
+
+    A lost lease only reopens the collection's window, so it does not stop the holder.
+    """
+    name = _ensure_limit(f"{REGISTRY_PREFIX}{app}", REGISTRY_SLOTS)
+    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True, raise_on_lease_renewal_failure=False):
+        yield
+
+
+@contextmanager
+def registry_exclusive(app: str, timeout_seconds: float) -> Iterator[bool]:
+    """Holds all the app's registry slots, yielding True; yields False when a delivery still holds one after `timeout_seconds`."""
+    name = _ensure_limit(f"{REGISTRY_PREFIX}{app}", REGISTRY_SLOTS)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(name, occupy=REGISTRY_SLOTS, timeout_seconds=timeout_seconds, strict=True))
+            held = True
+        except TimeoutError:
+            held = False
+        yield held
 
 
 @contextmanager

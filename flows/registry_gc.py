@@ -10,6 +10,7 @@ environment, or served there before, so it is in use anyway.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
@@ -18,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows import environments as envs
 from flows.apps import AppRegistration, all_apps
 from flows.distribution import RegistryAPI
+from flows.locks import registry_exclusive
 from flows.registry import check_address, load_credentials
 from flows.release import LABEL_CREATED, LABEL_MODEL_VERSION
 from flows.settings import Settings
@@ -112,15 +114,16 @@ def collect(repository: str, credentials, in_use: set[str], keep: int) -> Collec
 
 
 @flow(name="collect-garbage")
-def collect_garbage(keep: int = 10, apps: list[str] | None = None) -> list[Collection]:
+def collect_garbage(keep: int = 10, apps: list[str] | None = None, wait_seconds: int = 60) -> list[Collection]:
     """Deletes each app's images that no environment uses and that are older than its `keep` newest.
 
     Args:
         keep: how many of each app's newest images stay whatever serves (recent deliveries).
         apps: only these apps (default: every app aiship delivers).
+        wait_seconds: how long to wait for an app's running deliveries before leaving it to the next run.
 
     Returns:
-        What each repository kept and deleted; only the repositories done before a delivery started.
+        What each repository kept and deleted; an app whose deliveries kept running is not among them.
     """
     if keep < 1:
         from flows.errors import ConfigurationError
@@ -137,14 +140,19 @@ def collect_garbage(keep: int = 10, apps: list[str] | None = None) -> list[Colle
 
     if not quiet():
         return []
-    in_use = digests_in_use(registrations, settings)
     credentials = load_credentials(settings.registry_credentials_block)
     host = check_address(settings.registry_host)
     collections = []
     for app in registrations:
         if not quiet():
             break
-        collections.append(collect(f"{host}/{app.name}", credentials, in_use, keep))
+        # What is in use is read while no delivery of the app holds an image it found or pushed.
+        with registry_exclusive(app.name, wait_seconds) as held:
+            if not held:
+                logger.info("deliveries of %s still run after %d s; its images wait for the next scheduled run",
+                            app.name, wait_seconds)
+                continue
+            collections.append(collect(f"{host}/{app.name}", credentials, digests_in_use([app], settings), keep))
     lines = ["| repository | kept | deleted |", "|---|---|---|"]
     lines += [f"| `{c.repository}` | {len(c.kept)} | {len(c.deleted)} |" for c in collections]
     create_markdown_artifact(key="registry-garbage", markdown="\n".join(lines),
@@ -152,7 +160,17 @@ def collect_garbage(keep: int = 10, apps: list[str] | None = None) -> list[Colle
     for c in collections:
         logger.info("%s: kept %d images, deleted %d", c.repository, len(c.kept), len(c.deleted))
     if settings.registry is None and quiet():  # the local platform's registry frees blobs only when told to
-        from flows.local_platform import run_script
-
-        run_script("registry", "gc", settings)
+        sweep_blobs(registrations, settings, wait_seconds)
     return collections
+
+
+def sweep_blobs(registrations: list[AppRegistration], settings: Settings, wait_seconds: int) -> None:
+    """Runs the local registry's blob sweep while no delivery of any app could be uploading blobs it has not referenced yet."""
+    from flows.local_platform import run_script
+
+    with ExitStack() as stack:
+        if all(stack.enter_context(registry_exclusive(app.name, wait_seconds)) for app in registrations):
+            run_script("registry", "gc", settings)
+        else:
+            get_run_logger().info("deliveries still run after %d s; the registry's blob sweep waits for the next "
+                                  "scheduled run", wait_seconds)

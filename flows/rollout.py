@@ -202,7 +202,7 @@ def undo_rollout(api_client, ns: str, name: str, previous: Previous | None, envi
     Returns the undo's own verdict; when it did not complete, the Deployment stays "in-progress"
     so that nothing reads it as serving and the next rollout settles it.
     """
-    kube.mark_failed(api_client, ns, name, reason)
+    kube.mark_failed(api_client, ns, name, reason, if_generation)
     if recovery(previous) == "scale-to-zero":
         kube.scale(api_client, ns, name, 0)
         kube.set_rollout_state(api_client, ns, name, envs.COMPLETE)  # undone: nothing serves, nothing is unfinished

@@ -4,6 +4,7 @@ what serves and the newest stay, and the registry's own sweep then frees the del
 from __future__ import annotations
 
 import io
+import time
 import subprocess
 import tarfile
 import uuid
@@ -79,3 +80,29 @@ def test_a_running_delivery_on_the_server_holds_the_collection_back():
         finally:
             client.delete_flow_run(run.id)
     assert changes_running() == before
+
+
+def test_a_delivery_holding_the_apps_registry_slot_keeps_the_collection_out_until_it_gives_it_back():
+    import threading
+
+    from flows.locks import registry_exclusive, registry_shared
+
+    app = f"aiship-tests-gc-{uuid.uuid4().hex[:8]}"
+    with registry_shared(app):
+        started = time.monotonic()
+        with registry_exclusive(app, timeout_seconds=3) as held:
+            assert not held and time.monotonic() - started >= 3
+    with registry_exclusive(app, timeout_seconds=10) as held:
+        assert held
+        # while the collection holds the repository, a delivery waits for it
+        entered = threading.Event()
+
+        def deliver() -> None:
+            with registry_shared(app, timeout_seconds=30):
+                entered.set()
+
+        delivery = threading.Thread(target=deliver)
+        delivery.start()
+        assert not entered.wait(3)
+    assert entered.wait(30)
+    delivery.join(30)

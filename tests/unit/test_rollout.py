@@ -353,7 +353,7 @@ class FakeKube:
         monkeypatch.setattr(kube, "failure_details", lambda api, ns, pods: f"events of {pods}")
         monkeypatch.setattr(kube, "restore", lambda api, ns, name, prev, n, if_generation=None: self.calls.append(("restore", prev.digest, n)))
         monkeypatch.setattr(kube, "read_observed", lambda api, ns, name: self.current)
-        monkeypatch.setattr(kube, "mark_failed", lambda api, ns, name, reason: self.calls.append(("mark_failed", reason)))
+        monkeypatch.setattr(kube, "mark_failed", lambda api, ns, name, reason, if_generation=None: self.calls.append(("mark_failed", reason)))
         monkeypatch.setattr(kube, "scale", lambda api, ns, name, n: self.calls.append(("scale", n)))
         monkeypatch.setattr(kube, "set_rollout_state", lambda api, ns, name, state: self.calls.append(("state", state)))
 
@@ -461,6 +461,27 @@ def test_a_restore_only_if_unchanged_leaves_a_deployment_another_writer_changed(
     assert replaced == []
     kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2, if_generation=7)
     assert len(replaced) == 1
+
+
+def test_marking_failed_only_if_unchanged_leaves_another_writers_revision_alone(monkeypatch):
+    patched = []
+
+    class Apps:
+        def patch_namespaced_replica_set(self, name, ns, patch):
+            patched.append(name)
+
+    changed = json.loads(json.dumps(SERVING_V1))
+    changed["metadata"]["generation"] = 7
+    changed["metadata"]["annotations"][envs.REVISION] = "3"
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
+    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: changed)
+    monkeypatch.setattr(kube.envs, "replica_sets",
+                        lambda api, ns, name: [{"metadata": {"name": "app-3", "annotations": {envs.REVISION: "3"}}}])
+    with pytest.raises(RolloutError, match="changed by another writer since generation 6"):
+        kube.mark_failed(object(), "ns", "app", "RolloutInterrupted", if_generation=6)
+    assert patched == []
+    kube.mark_failed(object(), "ns", "app", "RolloutInterrupted", if_generation=7)
+    assert patched == ["app-3"]
 
 
 def test_an_api_error_during_the_wait_is_not_answered_with_an_undo(monkeypatch, settings):
