@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 
 MANIFEST_FILE = "manifest.json"
 
@@ -121,6 +120,8 @@ def refused_types(path: Path) -> list[str]:
 
     The model store calls this at publish, so that a model the app would refuse is never published.
     """
+    import skops.io as sio  # imports scikit-learn, which takes seconds: after the file's hash is checked
+
     return sorted((schema_types(path) | set(sio.get_untrusted_types(file=path))) - ALLOWED_TYPES)
 
 
@@ -131,6 +132,8 @@ def load_estimator(path: Path) -> Any:
         raise ModelLoadError(f"{path} holds types not on the app's allow-list: {', '.join(refused)}; "
                              "retrain with allowed types or add them to app.model.ALLOWED_TYPES "
                              "after review")
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(file=path)
     return sio.load(path, trusted=untrusted)  # each one was just checked against ALLOWED_TYPES
 

@@ -8,9 +8,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from app import create_app
 from app.train import train
+
+
+# Every delivery of a commit runs these tests, so its profile keeps the generated cases to what
+# finds a 5xx in the app's own code (about 2 s); the thorough profile is for CI's app group, and
+# aiship's reliability tests send 10,000 cases to the app as it serves.
+_PROPERTIES = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("delivery", max_examples=300, **_PROPERTIES)
+settings.register_profile("thorough", max_examples=3000, **_PROPERTIES)
+settings.load_profile("delivery")
 
 
 def write_manifest(model_dir: Path, *, name: str = "test-model", version: int = 1) -> dict:

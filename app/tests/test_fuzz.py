@@ -1,11 +1,14 @@
-"""Property test: thousands of generated /predict bodies, no 5xx, and a real share answered 200."""
+"""Property test: generated /predict bodies, no 5xx, and a real share answered 200.
+
+How many is the hypothesis profile's (conftest.py): 300 in a delivery, 3000 with
+`--hypothesis-profile=thorough`.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 N_FEATURES = 30
@@ -44,15 +47,13 @@ def _is_valid(ctype: str, body: bytes) -> bool:
     rows = obj.get("instances") if isinstance(obj, dict) and set(obj) == {"instances"} else None
     return (ctype == "application/json" and isinstance(rows, list) and 0 < len(rows) <= 50
             and all(isinstance(r, list) and len(r) == N_FEATURES
-                    and all(type(v) in (int, float) and math.isfinite(v) and abs(v) <= 1e15
-                            for v in r) for r in rows))
+                    # an exact comparison: NaN and infinities fail it, and an int of any size is compared as it is
+                    and all(type(v) in (int, float) and abs(v) <= 1e15 for v in r) for r in rows))
 
 
 def test_generated_bodies_never_get_5xx(client):
     seen = {"total": 0, "ok": 0}
 
-    @settings(max_examples=3000, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
     @given(requests())
     def check(request):
         ctype, body = request
@@ -68,5 +69,5 @@ def test_generated_bodies_never_get_5xx(client):
         seen["ok"] += response.status_code == 200
 
     check()
-    assert seen["total"] >= 3000
+    assert seen["total"] >= settings().max_examples
     assert seen["ok"] / seen["total"] >= 0.30, seen

@@ -36,9 +36,9 @@ def _request(port: int, method: str, path: str, body: bytes | None = None):
         conn.close()
 
 
-def _start(model_dir: Path, tmp_path: Path, port: int) -> subprocess.Popen:
+def _start(model_dir: Path, tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen:
     env = dict(os.environ, AISHIP_APP_MODEL_DIR=str(model_dir), AISHIP_APP_BIND=f"127.0.0.1:{port}",
-               AISHIP_APP_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+               AISHIP_APP_WORKERS=str(workers), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
     env.pop("AISHIP_APP_METRICS_DIR", None)
     (tmp_path / "metrics").mkdir()
     return subprocess.Popen(GUNICORN, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -64,34 +64,57 @@ def _workers(master: int) -> list[int]:
     return [int(pid) for pid in children]
 
 
-def _predict_count(metrics: str) -> float:
-    series = 'aiship_app_requests_total{endpoint="/predict",method="POST",status="200"}'
+def _series(metrics: str, series: str) -> float:
     found = re.search(re.escape(series) + r" (\S+)", metrics)
     return float(found.group(1)) if found else 0.0
 
 
-def test_metrics_sum_across_workers_and_survive_a_dead_worker(trained_dir, manifest, tmp_path):
+PREDICT_200 = 'aiship_app_requests_total{endpoint="/predict",method="POST",status="200"}'
+PREDICTIONS = 'aiship_app_predictions_total{model_version="1"}'
+
+
+def _counts(port: int) -> tuple[float, float]:
+    status, metrics = _request(port, "GET", "/metrics")
+    assert status == 200
+    return _series(metrics.decode(), PREDICT_200), _series(metrics.decode(), PREDICTIONS)
+
+
+@pytest.fixture(scope="module")
+def served(trained_dir, tmp_path_factory):
+    """One gunicorn (two workers) for the tests that only talk to it: each worker's boot imports
+    scikit-learn, the most of these tests' time. Yields (process, port); its log is checked at the end."""
+    folder = tmp_path_factory.mktemp("gunicorn")
     port = _free_port()
-    proc = _start(trained_dir, tmp_path, port)
-    body = json.dumps({"instances": manifest["golden_set"]["inputs"][:2]}).encode()
+    proc = _start(trained_dir, folder, port)
     try:
         _wait_ready(proc, port)
-        with ThreadPoolExecutor(4) as pool:
-            first = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
-        os.kill(_workers(proc.pid)[0], signal.SIGKILL)  # its counts must still be reported
-        _wait_ready(proc, port)
-        with ThreadPoolExecutor(4) as pool:
-            second = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
-        assert first + second == [200] * 120
-        status, metrics = _request(port, "GET", "/metrics")
-        assert status == 200
-        assert _predict_count(metrics.decode()) == 120
-        assert 'aiship_app_predictions_total{model_version="1"} 240.0' in metrics.decode()
+        yield proc, port
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # quick shutdown: what a graceful one adds is not what these tests check
         proc.wait(timeout=30)
-    log = (tmp_path / "gunicorn.err").read_text().splitlines()
+    log = (folder / "gunicorn.err").read_text().splitlines()
     assert all(json.loads(line)["logger"] for line in log if line.startswith("{"))
+
+
+def test_metrics_sum_across_workers_and_survive_a_dead_worker(served, manifest):
+    proc, port = served
+    body = json.dumps({"instances": manifest["golden_set"]["inputs"][:2]}).encode()
+    requests_before, predictions_before = _counts(port)
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
+    workers = _workers(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)  # its counts must still be reported
+    _wait_ready(proc, port)
+    end = time.monotonic() + 30
+    while len(set(_workers(proc.pid)) - set(workers)) < 1 and time.monotonic() < end:
+        time.sleep(0.1)
+    assert set(_workers(proc.pid)) - set(workers), "gunicorn did not start a worker in place of the killed one"
+    with ThreadPoolExecutor(4) as pool:
+        second = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
+    assert first + second == [200] * 120
+    requests_after, predictions_after = _counts(port)
+    assert requests_after - requests_before == 120
+    assert predictions_after - predictions_before == 240
 
 
 def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
@@ -99,7 +122,7 @@ def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    proc = _start(model_dir, tmp_path, _free_port())
+    proc = _start(model_dir, tmp_path, _free_port(), workers=1)  # one failed boot is what stops gunicorn
     try:
         assert proc.wait(timeout=60) != 0
     finally:
@@ -108,26 +131,24 @@ def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
     assert "sha256 mismatch for" in (tmp_path / "gunicorn.err").read_text()
 
 
-def test_slow_clients_do_not_stall_predict(trained_dir, manifest, tmp_path):
+def test_slow_clients_do_not_stall_predict(served, manifest):
     """Clients that connect and send nothing, half their headers or half their body leave /predict answering.
 
     A sync worker is held by one such client; gthread parks a silent connection in its poller, and
     a client that stops in the middle of its headers holds one thread of the worker that accepted
     it (16 each; gunicorn has no header timeout, so more than that is for a buffering proxy).
     """
-    port = _free_port()
-    proc = _start(trained_dir, tmp_path, port)
+    proc, port = served
     body = json.dumps({"instances": manifest["golden_set"]["inputs"][:1]}).encode()
     halves = [b"", b"POST /predict HTTP/1.1\r\nHost: slow\r\n",
               b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Length: 1000\r\n\r\n{"]
     slow: list[socket.socket] = []
     try:
-        _wait_ready(proc, port)
         for i in range(12):  # six times the two sync workers this replaced
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             sock.sendall(halves[i % 3])
             slow.append(sock)
-        time.sleep(1.0)  # every slow connection has been accepted by now
+        time.sleep(0.5)  # every slow connection has been accepted by now
         started = time.monotonic()
         answers = [_request(port, "POST", "/predict", body)[0] for _ in range(20)]
         took = time.monotonic() - started
@@ -137,5 +158,3 @@ def test_slow_clients_do_not_stall_predict(trained_dir, manifest, tmp_path):
     finally:
         for sock in slow:
             sock.close()
-        proc.terminate()
-        proc.wait(timeout=30)
