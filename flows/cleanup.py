@@ -48,6 +48,12 @@ class Cleaned:
     failed: list[str] = field(default_factory=list)
 
 
+def _tagged_at(image: Any) -> str:
+    """When dockerd last tagged the image (its zero time, 0001-01-01, when never), else its creation time."""
+    tagged = (image.attrs.get("Metadata") or {}).get("LastTagTime") or ""
+    return tagged if not tagged.startswith("0001-") else image.attrs.get("Created", "")
+
+
 def prune_images(client: Any, repositories: list[str], keep: int) -> Cleaned:
     """Removes the images of `repositories` beyond the `keep` most recently tagged of each.
 
@@ -58,9 +64,7 @@ def prune_images(client: Any, repositories: list[str], keep: int) -> Cleaned:
 
     cleaned = Cleaned()
     for repository in repositories:
-        images = sorted(client.images.list(name=repository),
-                        key=lambda i: (i.attrs.get("Metadata") or {}).get("LastTagTime") or i.attrs.get("Created", ""),
-                        reverse=True)
+        images = sorted(client.images.list(name=repository), key=_tagged_at, reverse=True)
         for image in images[keep:]:
             for tag in [t for t in image.tags if t.rpartition(":")[0] == repository]:
                 try:

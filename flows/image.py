@@ -323,9 +323,10 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
             writer.join(timeout=60)
         if writer_errors:
             raise ImageBuildError(f"writing the image archive of {tag} failed: {writer_errors[0]}") from writer_errors[0]
-    else:
-        client.api.tag(image_id, repo, name, force=True)
     try:
+        # Tagged in any case: `docker load` leaves the image's LastTagTime unset, and the clean-up
+        # keeps the images tagged last (`cleanup.prune_images`).
+        client.api.tag(image_id, repo, name, force=True)
         loaded = client.api.inspect_image(tag)
     except docker.errors.ImageNotFound:
         raise ImageBuildError(f"docker load of {tag} did not give the image; dockerd said: {' | '.join(said)[-500:]}; "

@@ -48,6 +48,20 @@ def test_only_the_newest_images_of_an_app_are_kept(docker_client, settings):
     assert sorted(cleaned.images) == [f"{repo}:v0", f"{repo}:v1"] and cleaned.failed == []
 
 
+def test_an_image_docker_load_made_counts_as_tagged_when_it_was_loaded(docker_client):
+    """The clean-up keeps the images tagged last; `docker load` alone would leave that time unset."""
+    from flows.cleanup import _tagged_at
+    from flows.image import load_image
+    from tests.integration.test_image_build import build
+
+    built = build("v1")
+    docker_client.images.remove(built.tag, force=True)  # so that it is loaded again, not only tagged
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+    load_image(docker_client, built.config, built.tag, built.model_layer)
+    image = docker_client.images.get(built.tag)
+    assert image.id == built.image_id and _tagged_at(image) >= started, image.attrs.get("Metadata")
+
+
 def test_a_dead_runs_smoke_container_and_work_folders_are_swept_and_a_live_runs_are_not(docker_client, settings, tmp_path):
     container = docker_client.containers.create(settings.base_image, ["sleep", "600"], labels={SMOKE_LABEL: "1"},
                                                 name=f"aiship-smoke-tests-{uuid.uuid4().hex[:8]}")

@@ -277,6 +277,9 @@ class RefusingDockerd:
         self.loaded = data.read()
         yield {"message": "layer does not exist: sha256:abc"}
 
+    def tag(self, image_id: str, repo: str, name: str, force: bool = False) -> None:
+        self.inspect_image(image_id)  # dockerd answers a tag of what it does not hold with 404 "No such image"
+
 
 def test_load_that_gives_no_image_raises_with_what_dockerd_said(tmp_path):
     from flows import oci
