@@ -15,8 +15,9 @@ changes after it build as usual.
 During the model-only change a thread asks the bench environment's `/version` every 50 ms, so
 the row also says when the new version first answered and when the rollout completed, both
 counted from the end of the push (the `push-image` task run's end on the Prefect server), and how
-much of the delivery the bake window (`minReadySeconds`) is. Prints a table and writes
-bench/results/deliver.json.
+much of the delivery the bake window (`minReadySeconds`) is, and how much of the time from the
+flow run's start to the push was spent outside its task runs (Prefect's own bookkeeping). Prints a
+table and writes bench/results/deliver.json.
 """
 
 from __future__ import annotations
@@ -127,6 +128,23 @@ def task_times(flow_run_id) -> dict[str, tuple[float, float]]:
             for r in runs if r.start_time and r.end_time}
 
 
+def prefect_overhead(flow_run_id, until: float, times: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """(seconds of the flow run from its start to `until`, of which outside every task run): the
+    time outside the tasks is Prefect's bookkeeping of the flow and its tasks (state changes, result
+    persistence, task run creation) and the flow's own few lines between them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        started = client.read_flow_run(flow_run_id).start_time.timestamp()
+    spans = sorted((max(a, started), min(b, until)) for a, b in times.values() if a < until)
+    inside, reach = 0.0, started
+    for a, b in spans:  # the union of the task runs' spans (none overlap today; counted once if they do)
+        a = max(a, reach)
+        if b > a:
+            inside, reach = inside + b - a, b
+    return until - started, until - started - inside
+
+
 def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | None = None) -> dict:
     from flows.deliver import deliver
     from flows.settings import Settings
@@ -148,6 +166,11 @@ def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | Non
         print(f"{'':18s} new version answered {row['first_answer_after_push_s']:.1f} s after the push; rollout "
               f"complete after {row['rollout_complete_after_push_s']:.1f} s; the {bake} s bake window is "
               f"{row['bake_window_share']:.0%} of the delivery", flush=True)
+        to_push, outside = prefect_overhead(state.state_details.flow_run_id, pushed, times)
+        row.update(to_push_s=round(to_push, 2), outside_tasks_to_push_s=round(outside, 2),
+                   outside_tasks_share=round(outside / to_push, 3))
+        print(f"{'':18s} {to_push:.1f} s from the flow run's start to the push, {outside:.2f} s of it "
+              f"({outside / to_push:.0%}) outside the task runs (Prefect's bookkeeping)", flush=True)
     return row
 
 

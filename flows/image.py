@@ -79,6 +79,42 @@ class BuiltImage:
 # ---------------------------------------------------------------- pure parts: tag and labels
 
 
+# On the code image: a digest of everything its build reads, so that a build of the same inputs
+# finds it in dockerd and skips dockerd's build (its context upload and cache checks, about a second).
+LABEL_CODE_INPUTS = "io.aiship.code-inputs"
+
+
+def code_inputs(members: list[tuple[str, Path]], wheels_dir: Path, base_image_id: str, buildargs: dict[str, str],
+                dockerfile: str, code_stage: str) -> str:
+    """sha256 of the code image's build inputs: each context file's name, mode and bytes, the wheels
+    folder by its name (`flows.wheels` names it by its requirements and never changes it once
+    complete), the base image by its id, the build arguments, the Dockerfile and the stage."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([dockerfile, code_stage, base_image_id, sorted(buildargs.items()),
+                                        wheels_dir.name]).encode())
+    for name, path in members:
+        if name.startswith(f"{WHEELS_DIR}/"):
+            continue
+        digest.update(f"\0{name}\0{path.stat().st_mode & 0o7777:o}\0".encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def known_code_image(client: Any, code: str, inputs: str) -> dict[str, Any] | None:
+    """dockerd's inspect of the code image `code` when it was built from `inputs`, else None."""
+    import docker.errors
+
+    try:
+        image = client.api.inspect_image(code)
+    except docker.errors.ImageNotFound:
+        return None
+    return image if ((image.get("Config") or {}).get("Labels") or {}).get(LABEL_CODE_INPUTS) == inputs else None
+
+
 def code_tag(image: str, git_sha: str) -> str:
     """`<registry>/<app>:code-<gitsha12>` for the image `<registry>/<app>:<tag>`: the app without its model."""
     return f"{image.rpartition(':')[0]}:{CODE_STAGE}-{git_sha[:12]}"
@@ -337,6 +373,16 @@ def load_image(client: Any, config: bytes, tag: str, layer: ModelLayer) -> dict[
     return loaded
 
 
+def _image_id(client: Any, image: str) -> str:
+    """The id of `image` in dockerd, or "" when dockerd does not have it (the build then says why)."""
+    import docker.errors
+
+    try:
+        return client.api.inspect_image(image)["Id"]
+    except docker.errors.ImageNotFound:
+        return ""
+
+
 def build_app_image(client: Any, source_dir: Path, release: Release, model_file: Path, manifest_file: Path,
                     committed_at: datetime, repo_url: str, wheels_dir: Path, tag: str, base_image: str,
                     nocache: bool = False, dockerfile: str = "Dockerfile", code_stage: str = CODE_STAGE,
@@ -368,8 +414,14 @@ def build_app_image(client: Any, source_dir: Path, release: Release, model_file:
     labels = image_labels(release, committed_at, repo_url)
     members = context_members(source_dir, wheels_dir, dockerfile, (code_stage,))
     code = code_tag(tag, release.git_sha)
-    progress = run_build(client, members, code, {}, {"BASE_IMAGE": base_image, "GIT_SHA": release.git_sha},
-                         nocache=nocache, target=code_stage, dockerfile=dockerfile)
+    buildargs = {"BASE_IMAGE": base_image, "GIT_SHA": release.git_sha}
+    inputs = code_inputs(members, wheels_dir, _image_id(client, base_image), buildargs, dockerfile, code_stage)
+    known = None if nocache else known_code_image(client, code, inputs)
+    if known is not None:
+        progress = BuildProgress(image_id=known["Id"], tail=[f"{code} is built from these inputs already ({inputs[:19]})"])
+    else:
+        progress = run_build(client, members, code, {LABEL_CODE_INPUTS: inputs}, buildargs,
+                             nocache=nocache, target=code_stage, dockerfile=dockerfile)
     lap("code image")
     layer = oci.write_model_layer(model_file, manifest_file, model_file.parent / LAYER_FILE, model_dir)
     files = tuple(oci.model_layer_files(model_file, manifest_file, model_dir))

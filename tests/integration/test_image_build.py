@@ -162,6 +162,8 @@ def test_model_only_change_rebuilds_only_the_model_layer():
     assert len(before) == len(after) and before[:-1] == after[:-1] and before[-1] != after[-1]
     assert layer_steps(second.steps_run) == []  # dockerd reused the whole code image
     assert second.code_tag == first.code_tag
+    # the same inputs: not even sent to dockerd
+    assert second.build_log_tail[-1].startswith(f"{second.code_tag} is built from these inputs already"), second.build_log_tail
 
 
 def test_code_only_change_leaves_the_dependency_and_model_layers_untouched():

@@ -306,3 +306,47 @@ def test_the_clones_git_folder_is_never_in_the_context(tmp_path):
     (src / ".dockerignore").write_text("")  # an app that ignores nothing
     (src / ".git" / "config").write_text("[remote]\n url = https://user:token@host/x\n")
     assert not [name for name, _ in image.context_members(src, wheelhouse(tmp_path)) if name.startswith(".git")]
+
+
+def test_the_code_images_inputs_change_with_a_files_bytes_or_mode_and_with_the_base_but_not_with_the_wheels_bytes(tmp_path):
+    src, wheels = tmp_path / "src", tmp_path / "wheels-0123456789abcdef"
+    src.mkdir(), wheels.mkdir()
+    (src / "Dockerfile").write_text("FROM base AS code\n")
+    (src / "app.py").write_text("print(1)\n")
+    (wheels / "a.whl").write_bytes(b"wheel")
+    members = [("Dockerfile", src / "Dockerfile"), ("app.py", src / "app.py"), ("wheels/a.whl", wheels / "a.whl")]
+    args = {"BASE_IMAGE": "base", "GIT_SHA": "a" * 40}
+
+    def key(base: str = "sha256:b1", wheels_dir=wheels, buildargs=args) -> str:
+        return image.code_inputs(members, wheels_dir, base, buildargs, "Dockerfile", "code")
+
+    first = key()
+    (wheels / "a.whl").write_bytes(b"other")  # the folder is named by its requirements; never changed once complete
+    assert key() == first
+    assert key(base="sha256:b2") != first
+    assert key(wheels_dir=tmp_path / "wheels-fedcba9876543210") != first
+    assert key(buildargs={**args, "GIT_SHA": "b" * 40}) != first
+    (src / "app.py").chmod(0o755)
+    assert key() != first
+    (src / "app.py").chmod(0o644)
+    assert key() == first
+    (src / "app.py").write_text("print(2)\n")  # an uncommitted change under the same SHA is another image
+    assert key() != first
+
+
+def test_a_code_image_is_known_only_when_its_label_names_the_same_inputs():
+    import docker.errors
+
+    class Dockerd:
+        api = None
+
+        def inspect_image(self, ref):
+            if ref != "r/app:code-abc":
+                raise docker.errors.ImageNotFound(ref)
+            return {"Id": "sha256:c0de", "Config": {"Labels": {image.LABEL_CODE_INPUTS: "sha256:in"}}}
+
+    dockerd = Dockerd()
+    dockerd.api = dockerd
+    assert image.known_code_image(dockerd, "r/app:code-abc", "sha256:in")["Id"] == "sha256:c0de"
+    assert image.known_code_image(dockerd, "r/app:code-abc", "sha256:other") is None
+    assert image.known_code_image(dockerd, "r/app:code-def", "sha256:in") is None
