@@ -43,6 +43,13 @@ def _owned_source(pattern: str) -> str:
 SourcePattern = Annotated[str, AfterValidator(_owned_source)]
 
 
+def _approver_key(line: str) -> str:
+    from flows.approvals import public_key
+
+    public_key(line)
+    return line.strip()
+
+
 class AppRegistration(BaseModel):
     """What the operator decides about one app: where its code comes from and where it goes."""
 
@@ -59,6 +66,16 @@ class AppRegistration(BaseModel):
     promotion_needs_approval: bool = Field(default=True, description="Whether promote waits for a reviewer.")
     approvers: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
         default_factory=list, description="Who may approve its promotions: the reviewer names promote accepts; empty means anyone who holds the Prefect API's credential.")
+    approver_keys: dict[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)],
+                        Annotated[str, AfterValidator(_approver_key)]] = Field(
+        default_factory=dict, description="Who may approve its promotions, each with an ed25519 public key (the OpenSSH .pub line): an answer must be signed with the reviewer's private key (flows/approvals.py). Instead of approvers.")
+
+    @model_validator(mode="after")
+    def _approvers_one_way(self) -> AppRegistration:
+        if self.approvers and self.approver_keys:
+            raise ValueError("give approvers (names) or approver_keys (names with their public keys), not both: "
+                             "with keys, the names are the keys' names")
+        return self
 
     @model_validator(mode="after")
     def _environments_named(self) -> AppRegistration:

@@ -247,11 +247,24 @@ def promote_command(
     typer.echo(f"approve it in the UI, or: aiship approve {run.id} --reviewer NAME [--reject] [--comment TEXT]")
 
 
+def _approver_passphrase() -> Callable[[], str] | None:
+    """Where a protected approver key's passphrase comes from: the environment, else the terminal;
+    never a command-line argument, which other users' `ps` would show."""
+    import getpass
+    import os
+
+    if "AISHIP_APPROVER_PASSPHRASE" in os.environ:
+        return lambda: os.environ["AISHIP_APPROVER_PASSPHRASE"]
+    return (lambda: getpass.getpass("approver key passphrase: ")) if sys.stdin.isatty() else None
+
+
 def approve_command(
     run_id: Annotated[str, typer.Argument(help="The paused promote run.")],
     reviewer: Annotated[str, typer.Option(help="Who decides (recorded in the run's artifact).")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve.")] = False,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    key: Annotated[Path | None, typer.Option(help="The reviewer's ed25519 private key, to sign the answer (needed when the app's registration lists approver_keys; a passphrase is read from AISHIP_APPROVER_PASSPHRASE or asked).")] = None,
+    print_signature: Annotated[bool, typer.Option("--print-signature", help="Print the signature to paste into the UI's form instead of answering.")] = False,
     wait: Annotated[int, typer.Option(help="Seconds to wait for the run to reach its pause first.")] = 120,
 ) -> None:
     """Answer a promotion waiting for approval, as the UI's form does."""
@@ -263,7 +276,7 @@ def approve_command(
     from prefect.exceptions import ObjectNotFound
 
     from flows.apps import app_named
-    from flows.promote import Approval, refusal
+    from flows.approvals import Approval, private_key, refusal, sign
 
     try:
         flow_run_id = UUID(run_id)
@@ -282,17 +295,23 @@ def approve_command(
         # The run would log the answer and keep waiting; saying so here is kinder.
         app = client.read_flow_run(flow_run_id).parameters.get("app")
         try:
-            why = refusal(Approval(approve=not reject, reviewer=reviewer, comment=comment),
-                          app_named(Settings(), app).approvers)
+            registration = app_named(Settings(), app)
+            signature = sign(private_key(key, _approver_passphrase()), flow_run_id, not reject, reviewer, comment) if key else ""
         except AishipError as exc:
             _fail(exc)
+        answer = Approval(approve=not reject, reviewer=reviewer, comment=comment, signature=signature)
+        why = refusal(answer, flow_run_id, registration.approvers, registration.approver_keys)
         if why:
-            _fail(AishipError(f"{why}; answer as one of them, or add the reviewer to the app's registration (approvers) and register it again"))
-        result = client.resume_flow_run(flow_run_id, run_input={"approve": not reject, "reviewer": reviewer,
-                                                               "comment": comment})
+            fix = ("give --key with the reviewer's private key" if registration.approver_keys else
+                   "answer as one of them, or add the reviewer to the app's registration (approvers) and register it again")
+            _fail(AishipError(f"{why}; {fix}"))
+        if print_signature:
+            typer.echo(signature)
+            return
+        result = client.resume_flow_run(flow_run_id, run_input=answer.model_dump())
     if result.status.value != "ACCEPT":
         _fail(AishipError(f"the server did not take the answer: {result.details}"))
-    typer.echo(f"{'rejected' if reject else 'approved'} by {reviewer}: flow run {run_id} resumes")
+    typer.echo(f"{'rejected' if reject else 'approved'} by {reviewer}{' (signed)' if signature else ''}: flow run {run_id} resumes")
 
 
 def rollback_command(

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact
-from prefect.input import RunInput
+from prefect.runtime import flow_run
 
 from flows import environments as envs
-from flows.apps import app_named
+from flows.apps import AppRegistration, app_named
+from flows.approvals import Approval, fingerprint, refusal
 from flows.deliver import read_serving
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError, RolloutError
@@ -19,14 +20,6 @@ from flows.locks import environment_lock
 from flows.release import PinnedRelease
 from flows.rollout import RolloutResult, roll_out
 from flows.settings import Settings
-
-
-class Approval(RunInput):
-    """What a reviewer answers in the UI when a promotion waits for approval."""
-
-    approve: bool
-    reviewer: str
-    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,26 +35,18 @@ class Promotion:
     comment: str
 
 
-def refusal(answer: Approval, approvers: list[str]) -> str | None:
-    """Why an answer cannot decide the promotion (None when it can): a reviewer must be named, and be
-    one of the app's registered approvers when the registration lists any."""
-    reviewer = answer.reviewer.strip()
-    if not reviewer:
-        return "the answer names no reviewer"
-    if approvers and reviewer not in approvers:
-        return f"{reviewer!r} is not one of the app's approvers ({', '.join(approvers)})"
-    return None
-
-
-def approval_markdown(release: PinnedRelease, source: str, target: str, answer: Approval | None) -> str:
-    """The promotion's record: what, from where to where, and who decided what."""
+def approval_markdown(release: PinnedRelease, source: str, target: str, answer: Approval | None,
+                      key: str | None = None) -> str:
+    """The promotion's record: what, from where to where, and who decided what (with the key that
+    signed the answer, when the app's approvers sign)."""
     lines = [f"**Promotion {source} → {target}**", "", f"- image: `{release.ref}`",
              f"- git SHA: `{release.git_sha}`", f"- model: {release.model} (`{release.model.sha256[:12]}`)"]
     if answer is None:
         lines.append("- decision: waiting for approval")
     else:
         verdict = "approved" if answer.approve else "rejected"
-        lines += [f"- decision: **{verdict}** by {answer.reviewer}", f"- comment: {answer.comment or '—'}"]
+        signed = f" (signature verified: {fingerprint(key)})" if key else ""
+        lines += [f"- decision: **{verdict}** by {answer.reviewer}{signed}", f"- comment: {answer.comment or '—'}"]
     return "\n".join(lines)
 
 
@@ -95,12 +80,13 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
     key = f"promotion-{registration.name}"
     create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, None))
     if registration.promotion_needs_approval:
-        answer = wait_for_approval(registration.name, registration.approvers, approval_timeout_seconds,
+        answer = wait_for_approval(registration, approval_timeout_seconds,
                                    f"Promote {registration.name} `{release.ref}` ({release.model}, "
                                    f"git {release.short_sha}) from {source.name} to {target.name}?")
     else:
         answer = Approval(approve=True, reviewer="(no approval needed: the app's registration)")
-    create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, answer))
+    create_markdown_artifact(key=key, markdown=approval_markdown(release, source.name, target.name, answer,
+                                                                 registration.approver_keys.get(answer.reviewer.strip())))
     if answer.approve:
         with environment_lock(registration.name, target.name, settings.lock_lease_seconds):
             roll_out(release, target)
@@ -110,21 +96,21 @@ def promote(source_environment: str = "staging", target_environment: str = "prod
                      answer.comment)
 
 
-def wait_for_approval(app: str, approvers: list[str], timeout_seconds: int, question: str) -> Approval:
+def wait_for_approval(registration: AppRegistration, timeout_seconds: int, question: str) -> Approval:
     """Pauses until an answer that may decide arrives; one that may not is logged and waited past.
 
-    The reviewer is a name the answer gives: Prefect's server authenticates one API credential, not
-    people, so holding the credential is what lets anyone answer, and the approvers list is what
-    narrows whose name an approval may carry (docs/reliability.md).
+    Prefect's server authenticates one API credential, not people: the registration's approvers
+    narrow whose name an answer may carry, and its approver keys make the answer prove it
+    (flows/approvals.py, docs/reliability.md).
     """
     deadline = time.monotonic() + timeout_seconds
     while True:
         answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=question, approve=False, reviewer=""),
                                 timeout=max(1, round(deadline - time.monotonic())))
-        why = refusal(answer, approvers)
+        why = refusal(answer, flow_run.id, registration.approvers, registration.approver_keys)
         if why is None:
             return answer
-        get_run_logger().warning("answer to the promotion of %s ignored: %s; it waits for another", app, why)
+        get_run_logger().warning("answer to the promotion of %s ignored: %s; it waits for another", registration.name, why)
 
 
 def promotable(serving: ServingVersion | None, app: str, source: str) -> PinnedRelease:

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     app_models: list[str] = Field(default_factory=lambda: ["*"], description="Model names the first app serves (globs; JSON list); another app's more specific claim wins.")
     app_sources: list[str] = Field(default_factory=lambda: ["local/aiship"], description="Repository names (owner/repo) whose pushes deliver the first app (JSON list; the repository part may be a glob, the owner may not). The default is the local git repository's.")
     app_approvers: list[str] = Field(default_factory=list, description="Who may approve the first app's promotions (JSON list of reviewer names); empty means anyone holding the Prefect API's credential.")
+    app_approver_keys: dict[str, str] = Field(default_factory=dict, description="Who may approve the first app's promotions, with their ed25519 public keys (JSON object of name to .pub line); their answers must be signed. Instead of AISHIP_APP_APPROVERS.")
     app_branch: BranchName = Field(default="main", description="The first app's branch: its pushes deliver the app, and model registrations deliver it at this branch.")
     registry: str | None = Field(default=None, description="Registry host[:port] images are pushed to; defaults to the local registry.")
     registry_credentials_block: str = Field(default="local-registry", description="Name of the DockerRegistryCredentials block.")
@@ -135,7 +136,8 @@ class Settings(BaseSettings):
         try:
             return AppRegistration(name=self.app_name, repository=self.git_repository_url, sources=self.app_sources,
                                    branch=self.app_branch, models=self.app_models, default_model=self.default_model,
-                                   environments=self.environments, approvers=self.app_approvers)
+                                   environments=self.environments, approvers=self.app_approvers,
+                                   approver_keys=self.app_approver_keys)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
             raise ConfigurationError(f"the first app's settings (AISHIP_APP_*, AISHIP_ENVIRONMENTS) are not a valid "

@@ -22,6 +22,7 @@ import docker
 import httpx
 import pytest
 
+from flows.approvals import fingerprint
 from flows.settings import REPO_ROOT, Settings
 from tests.e2e.support import wait_for
 from tests.e2e.triggers_support import aiship, prefect_api  # noqa: F401 - prefect_api is a fixture
@@ -139,14 +140,33 @@ def test_2_a_model_only_change_and_both_apps_at_once(regressor, e2e_environment,
     assert httpx.get(f"http://127.0.0.1:{e2e_environment.node_port}/version", timeout=5).json()["model"]["name"] == sample_model
 
 
-def test_3_promote_through_the_approval_then_roll_back(regressor):
-    _, env = regressor
+def test_3_promote_through_a_signed_approval_then_roll_back(regressor, prefect_api):  # noqa: F811
+    """The page registered the regressor with the reviewer's public key: an unsigned answer is
+    refused by `aiship approve` and, sent to the API, waited past; the signed one promotes."""
+    repo, env = regressor
+    key = str(repo.parent / "reviewer-key")
     started = aiship("promote", "regressor")
     assert started.returncode == 0, started.stderr
     run_id = re.search(r"flow run ([0-9a-f-]{36})", started.stdout).group(1)
-    approved = aiship("approve", run_id, "--reviewer", "e2e", "--comment", "second app", timeout=200)
-    assert approved.returncode == 0, approved.stderr
+    unsigned = aiship("approve", run_id, "--reviewer", "reviewer", timeout=200)
+    assert unsigned.returncode == 1 and "the answer is not signed" in unsigned.stderr, unsigned.stderr
+    paused = prefect_api.wait_state(run_id, {"PAUSED"}, timeout=60)
+    prefect_api.resume(run_id, {"approve": True, "reviewer": "reviewer", "comment": "", "signature": ""})
+    wait_for(lambda: any("is not signed" in line for line in prefect_api.logs(run_id)), timeout=60,
+             what="the run logs the unsigned answer it waits past")
+    again = prefect_api.wait_state(run_id, {"PAUSED"}, timeout=60)
+    assert again["state_type"] == "PAUSED" and again["state"]["id"] != paused["state"]["id"]
+    assert about(PRODUCTION)["model_version"] == 1
+    printed = aiship("approve", run_id, "--reviewer", "reviewer", "--key", key, "--comment", "second app",
+                     "--print-signature", timeout=200)
+    assert printed.returncode == 0, printed.stderr
+    prefect_api.resume(run_id, {"approve": True, "reviewer": "reviewer", "comment": "second app",
+                                "signature": printed.stdout.strip()})  # as the UI's form sends it
     wait_for(lambda: about(PRODUCTION)["model_version"] == 2, timeout=300, what=f"production serves {MODEL} v2")
+    public = (repo.parent / "reviewer-key.pub").read_text()
+    record = prefect_api.call("POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["promotion-regressor"]}},
+                                                            "sort": "CREATED_DESC", "limit": 1})[0]["data"]
+    assert f"by reviewer (signature verified: {fingerprint(public)})" in record, record
 
     back = aiship("rollback", "regressor", "--env", "staging", timeout=400)
     assert back.returncode == 0, back.stdout + back.stderr

@@ -144,3 +144,63 @@ def test_the_api_refuses_anonymous_and_wrong_credentials(prefect_api):
     cli = subprocess.run([str(Path(sys.executable).with_name("aiship")), "status"], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PREFECT_API_AUTH_STRING": f"{user}:wrong"})
     assert cli.returncode == 1 and "refused the credential; set PREFECT_API_AUTH_STRING" in cli.stderr, cli.stderr
+
+
+def test_a_promotion_whose_approvers_sign_waits_past_unsigned_and_forged_answers(prefect_api):
+    """Paused on the real server: answers resumed through the API that are unsigned, or signed by
+    another holder of the credential under the approver's name, are logged and waited past; the
+    approver's own signature decides."""
+    import threading
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
+
+    from flows.approvals import sign
+    from flows.apps import AppRegistration
+    from flows.promote import wait_for_approval
+    from flows.settings import Environment
+    from tests.unit.test_approvals import keypair
+
+    ana, ana_public = keypair()
+    mallory, _ = keypair()
+    registration = AppRegistration(name="aiship-tests-signed", repository="/git/x", sources=["acme/x"], models=["x"],
+                                   approver_keys={"ana": ana_public},
+                                   environments={"staging": Environment(name="staging", namespace="x", node_port=16150)})
+
+    @flow(name=f"aiship-tests-approval-{uuid.uuid4().hex[:8]}")
+    def waits():
+        return wait_for_approval(registration, 180, "ship it?")
+
+    ended = {}
+    runner = threading.Thread(target=lambda: ended.setdefault("state", waits(return_state=True)), daemon=True)
+    runner.start()
+    with get_client(sync_client=True) as client:
+        def next_pause(after: uuid.UUID | None):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[waits.name])))
+                run = next((r for r in runs if r.state and r.state.is_paused() and r.state.id != after), None)
+                if run:
+                    return run
+                time.sleep(0.5)
+            raise AssertionError(f"no run of {waits.name} paused (again) within 60 s")
+
+        run = next_pause(None)
+        answers = [{"approve": True, "reviewer": "ana", "comment": "", "signature": ""},
+                   {"approve": True, "reviewer": "ana", "comment": "", "signature": sign(mallory, run.id, True, "ana", "")},
+                   {"approve": True, "reviewer": "ana", "comment": "", "signature": sign(ana, uuid.uuid4(), True, "ana", "")}]
+        for answer in answers:
+            assert client.resume_flow_run(run.id, run_input=answer).status.value == "ACCEPT"
+            run = next_pause(run.state.id)  # waited past: paused again, for another answer
+        good = {"approve": True, "reviewer": "ana", "comment": "signed", "signature": sign(ana, run.id, True, "ana", "signed")}
+        assert client.resume_flow_run(run.id, run_input=good).status.value == "ACCEPT"
+        runner.join(timeout=60)
+        assert ended["state"].is_completed(), ended["state"]
+        assert ended["state"].result().comment == "signed"
+        deadline, ignored = time.monotonic() + 15, []
+        while len(ignored) < 3 and time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            ignored = [log.message for log in logs if "ignored" in log.message]
+            time.sleep(1)
+    assert len(ignored) == 3, ignored
+    assert "is not signed" in ignored[0] and all("signature is not ana's key" in m for m in ignored[1:]), ignored

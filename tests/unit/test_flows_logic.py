@@ -12,7 +12,7 @@ from flows.deliver import skip_reason
 from flows.environments import ServingVersion
 from flows.errors import ConfigurationError, PlatformError
 from flows.local_platform import PARTS, check_parts
-from flows.promote import Approval, pick_release, promotable, refusal
+from flows.promote import pick_release, promotable
 from flows.release import ModelId, Release
 from flows.watch import to_announce
 
@@ -56,13 +56,6 @@ def test_promote_refuses_a_digest_whose_rollout_is_unfinished():
     assert caught.value.reason == "RolloutUnfinished"
     with pytest.raises(ConfigurationError, match="deliver there first"):
         promotable(None, "aiship-app", "staging")
-
-
-def test_an_approval_must_name_a_reviewer_and_one_of_the_approvers_when_there_are_any():
-    assert refusal(Approval(approve=True, reviewer="  "), []) == "the answer names no reviewer"
-    assert refusal(Approval(approve=True, reviewer="ana"), []) is None
-    assert refusal(Approval(approve=True, reviewer="ana"), ["ana", "ben"]) is None
-    assert refusal(Approval(approve=False, reviewer="mallory"), ["ana", "ben"]) == "'mallory' is not one of the app's approvers (ana, ben)"
 
 
 def test_an_event_never_moves_an_environment_to_an_older_commit_but_a_redeploy_may():
