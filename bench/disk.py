@@ -68,7 +68,8 @@ def measure(settings, client, app: str) -> dict:
                  for c in client.containers.list(all=True, filters={"label": label})]
     work = [p for p in Path(tempfile.gettempdir()).iterdir() if p.is_dir() and folder_owner(p) is not None]
     return {
-        "docker_images": sum(i.get("Size", 0) for i in df.get("Images") or []),
+        # LayersSize counts each layer once; the images' Size fields count a shared layer once per image.
+        "docker_images": df.get("LayersSize") or 0,
         "docker_containers": sum(c.get("SizeRw", 0) or 0 for c in df.get("Containers") or []),
         "docker_volumes": sum((v.get("UsageData") or {}).get("Size", 0) or 0 for v in df.get("Volumes") or []),
         "docker_build_cache": sum(b.get("Size", 0) for b in df.get("BuildCache") or []),

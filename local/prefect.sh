@@ -34,6 +34,11 @@ export PREFECT_CLIENT_MAX_RETRIES=7
 # held at that moment stays taken for good. On disk (under PREFECT_HOME) they survive restarts and
 # the server's lease reaper frees the slots of runs that died.
 export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem
+# Prefect keeps every flow run (its task runs, logs, artifacts) until told otherwise: about 0.5 MiB
+# of database per delivery (bench/disk.py). The vacuum service deletes, every hour, the runs that
+# ended more than AISHIP_PREFECT_RETENTION_DAYS ago, so the database levels off instead of growing.
+export PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=events,flow_runs
+export PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=$(( ${AISHIP_PREFECT_RETENTION_DAYS:-30} * 86400 ))
 unset PREFECT_PROFILE
 
 prefect_version() { python -c 'import importlib.metadata as m; print("prefect", m.version("prefect"))' 2>/dev/null || echo -; }

@@ -44,6 +44,17 @@ def test_worker_is_online_in_the_local_pool(prefect_api):
     assert any(w["name"] == "aiship-local-worker" and w["status"] == "ONLINE" for w in workers.json()), workers.json()
 
 
+def test_the_server_deletes_flow_runs_past_the_retention_period(prefect_api):
+    """The running server's own settings: flow runs are vacuumed, not only events (the hourly
+    deletion itself is Prefect's; bench/disk.py measures what a delivery adds until then)."""
+    settings = httpx.get(f"{prefect_api}/admin/settings", timeout=5, auth=prefect_auth())
+    assert settings.status_code == 200, settings.text
+    vacuum = settings.json()["server"]["services"]["db_vacuum"]
+    assert set(vacuum["enabled"]) >= {"events", "flow_runs"}, vacuum
+    days = int(os.environ.get("AISHIP_PREFECT_RETENTION_DAYS", "30"))
+    assert vacuum["retention_period"] in (f"P{days}D", days * 86400), vacuum
+
+
 def test_a_run_that_stops_sending_heartbeats_is_marked_crashed_and_a_finished_one_is_not(prefect_api):
     """The automation `aiship deploy` registers, with a 10 s window and watching two runs of this
     test only: both send one heartbeat; one then completes, the other goes silent (its process died)."""
