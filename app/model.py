@@ -46,8 +46,15 @@ class LoadedModel:
     manifest: dict = field(default_factory=dict, repr=False)
 
     def predict(self, rows: np.ndarray) -> list:
-        """Class labels for a (n, n_features) float array, as plain Python values."""
-        return self.estimator.predict(rows).tolist()
+        """Class labels for a (n, n_features) float array, as plain Python values.
+
+        app/validation.py has refused every non-finite number already, so scikit-learn's own
+        check is skipped: about a fifth of a single-row prediction (64 of 304 us, measured).
+        """
+        import sklearn
+
+        with sklearn.config_context(assume_finite=True):
+            return self.estimator.predict(rows).tolist()
 
     def warm_up(self) -> None:
         """One prediction on golden input 0 (zeros when the manifest has no golden set)."""

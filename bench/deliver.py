@@ -17,7 +17,9 @@ the row also says when the new version first answered and when the rollout compl
 counted from the end of the push (the `push-image` task run's end on the Prefect server), and how
 much of the delivery the bake window (`minReadySeconds`) is, and how much of the time from the
 flow run's start to the push was spent outside its task runs (Prefect's own bookkeeping). Prints a
-table and writes bench/results/deliver.json.
+table and writes bench/results/deliver.json. `--profile` runs the model-only change under
+pyinstrument (the flow and its tasks run in this process's main thread) and writes its call tree to
+bench/results/deliver-profile.txt, with the share of samples inside Prefect's own code printed.
 """
 
 from __future__ import annotations
@@ -145,11 +147,45 @@ def prefect_overhead(flow_run_id, until: float, times: dict[str, tuple[float, fl
     return until - started, until - started - inside
 
 
-def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | None = None) -> dict:
+def prefect_share(session) -> float:
+    """The share of a pyinstrument session's time spent in Prefect's code: each sample goes to the
+    nearest of Prefect's or aiship's frames above it (an HTTP call Prefect's client makes is
+    Prefect's; one flows/kube.py makes is aiship's)."""
+    total = prefect = 0.0
+
+    def walk(frame, owner: str) -> None:
+        nonlocal total, prefect
+        path = frame.file_path or ""
+        if "/site-packages/prefect/" in path:
+            owner = "prefect"
+        elif "/flows/" in path and "site-packages" not in path:
+            owner = "aiship"
+        if not frame.children:
+            total += frame.time
+            prefect += frame.time if owner == "prefect" else 0.0
+        for child in frame.children:
+            walk(child, owner)
+
+    walk(session.root_frame(), "other")
+    return prefect / total if total else 0.0
+
+
+def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | None = None,
+        profile: bool = False) -> dict:
     from flows.deliver import deliver
     from flows.settings import Settings
 
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
     state = deliver(name, version, ref, "bench", return_state=True)
+    if profile:
+        profiler.stop()
+        out = ROOT / "bench" / "results" / "deliver-profile.txt"
+        out.write_text(profiler.output_text(unicode=True, show_all=False))
+        share = prefect_share(profiler.last_session)
     result = state.result()
     row = {"case": label, "outcome": result.outcome, "built": result.built, "layers_pushed": result.layers_pushed,
            "bytes_pushed": result.bytes_pushed, "image_bytes": result.image_bytes,
@@ -171,12 +207,17 @@ def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | Non
                    outside_tasks_share=round(outside / to_push, 3))
         print(f"{'':18s} {to_push:.1f} s from the flow run's start to the push, {outside:.2f} s of it "
               f"({outside / to_push:.0%}) outside the task runs (Prefect's bookkeeping)", flush=True)
+    if profile:
+        row.update(profiled_prefect_share=round(share, 3))
+        print(f"{'':18s} profiled: {share:.0%} of the delivery's main-thread time in Prefect's own code "
+              f"(call tree: {out.relative_to(ROOT)})", flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="empty the wheel cache and the layer cache first")
+    parser.add_argument("--profile", action="store_true", help="profile the model-only change with pyinstrument")
     args = parser.parse_args()
     work, repo = setup(args.cold)
 
@@ -188,7 +229,7 @@ def main() -> None:
     store, name = get_store(Settings()), f"aiship-tests-bench-{uuid.uuid4().hex[:6]}"
     clear_bench_apps()
     try:
-        rows = deliveries(store, name, work, repo, args.cold)
+        rows = deliveries(store, name, work, repo, args.cold, args.profile)
     finally:
         clear_bench_apps()
 
@@ -196,11 +237,11 @@ def main() -> None:
     for stage in STAGES:
         print(f"{stage:22s}" + "".join(f"{r[stage]:20.1f}" for r in rows))
     out = ROOT / "bench" / "results" / "deliver.json"
-    out.write_text(json.dumps({"cold": args.cold, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"cold": args.cold, "profiled": args.profile, "rows": rows}, indent=2))
     print(f"\nwritten {out}")
 
 
-def deliveries(store, name: str, work: Path, repo: Path, cold: bool) -> list[dict]:
+def deliveries(store, name: str, work: Path, repo: Path, cold: bool, profile: bool = False) -> list[dict]:
     """A first delivery, a model-only change and a code-only change, one row of figures each."""
     from tests.fixtures.models import good_model
 
@@ -215,7 +256,7 @@ def deliveries(store, name: str, work: Path, repo: Path, cold: bool) -> list[dic
     watch = VersionWatch()
     watch.start()
     try:
-        rows.append(run("model-only change", name, v2, "main", watch))
+        rows.append(run("model-only change", name, v2, "main", watch, profile))
     finally:
         watch.stop.set()
     routes = repo / "app" / "routes.py"

@@ -100,6 +100,7 @@ def apply(api_client, manifests, registry_block: str) -> None:
     """Applies namespace, pull secret, Service, Deployment and PodDisruptionBudget of one environment."""
     core, apps = _apis(api_client)
     ns = manifests.namespace["metadata"]["name"]
+    _wait_while_terminating(core, ns)
     # An existing namespace keeps what others put on it; aiship's labels (the pod security profile) are merged in.
     _upsert("Namespace", "", ns, lambda: core.read_namespace(ns), lambda b: core.create_namespace(b),
             lambda old, b: core.patch_namespace(ns, {"metadata": {"labels": b["metadata"]["labels"]}}), manifests.namespace)
@@ -160,6 +161,28 @@ def apply_disruption_budget(api_client, body: dict[str, Any]) -> None:
         if _status(exc) is not None and _status(exc) < 500 and _status(exc) != 429:
             raise _refused("PodDisruptionBudget", ns, name, exc) from exc
         raise
+
+
+def _wait_while_terminating(core, ns: str, seconds: float = 180) -> None:
+    """Waits for a namespace being deleted to be gone: the API server takes nothing new into it, and
+    its ServiceAccounts are gone already, so applying into it fails in ways that name something else."""
+    from kubernetes.client.exceptions import ApiException
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            found = call_with_retries(lambda: core.read_namespace(ns), what=f"read Namespace {ns}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        if (found.status and found.status.phase) != "Terminating":
+            return
+        if time.monotonic() > deadline:
+            raise RolloutError("NamespaceTerminating", f"namespace {ns} is being deleted and still was after {seconds:.0f} s; "
+                               f"`kubectl get namespace {ns} -o yaml` shows what holds it (its finalizers and "
+                               "conditions); deliver again once it is gone")
+        time.sleep(1)
 
 
 def _wait_for_default_service_account(core, ns: str, seconds: float = 30) -> None:

@@ -169,3 +169,36 @@ def test_pull_without_secret_is_refused(kube_api, namespace, pushed_image):
     assert reason in ("ErrImagePull", "ImagePullBackOff"), f"expected a refused pull, last state {reason}"
     failures = [e.message for e in core.list_namespaced_event(namespace).items if e.reason == "Failed"]
     assert any("auth" in m.lower() for m in failures), f"the pull failed, but not for lack of credentials: {failures}"
+
+
+def test_applying_into_a_namespace_being_deleted_waits_until_it_is_gone(kube_api):
+    """A namespace held in Terminating by a finalizer: the wait names it when it outlasts the
+    deadline, and returns once the namespace is gone, so the apply creates it afresh."""
+    import threading
+
+    from flows import kube
+    from flows.errors import RolloutError
+
+    core = k8s.CoreV1Api(kube_api)
+    name = f"aiship-test-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"aiship.io/test": "true"})))
+    core.create_namespaced_config_map(name, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="held", finalizers=["aiship.io/test-hold"])))
+    release = lambda: core.patch_namespaced_config_map("held", name, {"metadata": {"finalizers": None}})  # noqa: E731
+    try:
+        core.delete_namespace(name)
+        assert core.read_namespace(name).status.phase == "Terminating"
+        with pytest.raises(RolloutError, match=f"namespace {name} is being deleted and still was after 3 s") as caught:
+            kube._wait_while_terminating(core, name, seconds=3)
+        assert caught.value.reason == "NamespaceTerminating"
+        released_at = []
+        threading.Timer(3, lambda: (released_at.append(time.monotonic()), release())).start()
+        kube._wait_while_terminating(core, name, seconds=120)
+        assert released_at and time.monotonic() >= released_at[0], "the wait returned while the namespace was held"
+        with pytest.raises(k8s.exceptions.ApiException) as gone:
+            core.read_namespace(name)
+        assert gone.value.status == 404
+    finally:
+        try:
+            release()
+        except k8s.exceptions.ApiException:
+            pass  # released and gone already
