@@ -196,6 +196,8 @@ def run(label: str, name: str, version: int, ref: str, watch: VersionWatch | Non
         times = task_times(state.state_details.flow_run_id)
         pushed, rolled = times["push-image"][1], times["roll-out"][1]
         bake = Settings().rollout_min_ready_seconds
+        if version not in watch.first:
+            raise SystemExit(f"the watch never saw model version {version} answer at {watch.url} (it saw {sorted(watch.first)})")
         row.update(first_answer_after_push_s=round(watch.first[version] - pushed, 2),
                    rollout_complete_after_push_s=round(rolled - pushed, 2), bake_window_s=bake,
                    bake_window_share=round(bake / row["total_s"], 2))
