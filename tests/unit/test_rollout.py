@@ -443,6 +443,15 @@ def test_an_interruption_whose_undo_fails_still_ends_the_run_as_interrupted(monk
         rollout.roll_out_release(object(), release(), ENV, settings, poll_seconds=0)
 
 
+def changed_by_another_writer(monkeypatch, apps) -> dict:
+    """The serving Deployment as another writer left it (generation 7), read through `apps`."""
+    changed = json.loads(json.dumps(SERVING_V1))
+    changed["metadata"]["generation"] = 7
+    monkeypatch.setattr(kube, "_apis", lambda api: (None, apps))
+    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: changed)
+    return changed
+
+
 def test_a_restore_only_if_unchanged_leaves_a_deployment_another_writer_changed(monkeypatch):
     from flows.rollout import Previous
 
@@ -452,10 +461,7 @@ def test_a_restore_only_if_unchanged_leaves_a_deployment_another_writer_changed(
         def replace_namespaced_deployment(self, name, ns, body):
             replaced.append(body)
 
-    changed = json.loads(json.dumps(SERVING_V1))
-    changed["metadata"]["generation"] = 7
-    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
-    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: changed)
+    changed_by_another_writer(monkeypatch, Apps())
     with pytest.raises(RolloutError, match="changed by another writer since generation 6"):
         kube.restore(object(), "ns", "app", Previous(template(REF1), {DIGEST: D1}), 2, if_generation=6)
     assert replaced == []
@@ -470,11 +476,8 @@ def test_marking_failed_only_if_unchanged_leaves_another_writers_revision_alone(
         def patch_namespaced_replica_set(self, name, ns, patch):
             patched.append(name)
 
-    changed = json.loads(json.dumps(SERVING_V1))
-    changed["metadata"]["generation"] = 7
+    changed = changed_by_another_writer(monkeypatch, Apps())
     changed["metadata"]["annotations"][envs.REVISION] = "3"
-    monkeypatch.setattr(kube, "_apis", lambda api: (None, Apps()))
-    monkeypatch.setattr(kube, "read_deployment", lambda api, ns, name: changed)
     monkeypatch.setattr(kube.envs, "replica_sets",
                         lambda api, ns, name: [{"metadata": {"name": "app-3", "annotations": {envs.REVISION: "3"}}}])
     with pytest.raises(RolloutError, match="changed by another writer since generation 6"):
