@@ -110,7 +110,9 @@ class VersionWatch(threading.Thread):
     def run(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=2) as http:
+        # A connection per request, as a new client would make: a kept-alive one stays with the pod it
+        # reached, and an old pod keeps answering through its preStop pause, past the rollout's end.
+        with httpx.Client(timeout=2, headers={"Connection": "close"}) as http:
             while not self.stop.wait(0.05):
                 try:
                     version = http.get(self.url).json()["model"]["version"]
