@@ -32,6 +32,8 @@ install_hook() {
 
 part_up() {
     command -v git >/dev/null || apt_install git
+    # ssh-keygen makes approvers' ed25519 keys (docs/getting-started-app-developer.md, the tests)
+    command -v ssh-keygen >/dev/null || apt_install openssh-client
     if [[ ! -f "$REPO/HEAD" ]]; then
         log "creating the bare repository $REPO"
         local tmp="$REPO.tmp.$$"
