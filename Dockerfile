@@ -55,9 +55,16 @@ ENV AISHIP_APP_GIT_SHA=${GIT_SHA}
 FROM deps AS test-deps
 RUN /opt/venv/bin/pip install --no-index --find-links=/wheels --no-cache-dir \
         --disable-pip-version-check -r /wheels/requirements.txt -r /wheels/requirements-test.txt
+# hypothesis builds its unicode tables on first use of st.text (a second of every test run, since
+# the sandbox keeps nothing between runs); build them once here, read-only at test time.
+ENV HYPOTHESIS_STORAGE_DIRECTORY=/opt/hypothesis
+RUN /opt/venv/bin/python -c "from hypothesis import strategies as st; st.text().validate()" \
+    && test -n "$(find /opt/hypothesis/unicode_data -name 'charmap*')" && chmod -R a+rX /opt/hypothesis
 
 FROM runtime AS test
 COPY --from=test-deps /opt/venv /opt/venv
+COPY --from=test-deps /opt/hypothesis /opt/hypothesis
+ENV HYPOTHESIS_STORAGE_DIRECTORY=/opt/hypothesis
 COPY app/ /srv/app/
 CMD ["python", "-m", "pytest", "app/tests", "-q", "-p", "no:cacheprovider"]
 

@@ -82,6 +82,5 @@ def create_app(config: Mapping | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(routes.bp)
     _load_model(app)
-    model = app.extensions["aiship_model"]
-    app_metrics.model_info.labels(model.name, str(model.version), model.sha256).set(1)
+    metrics.mark_model(app)
     return app

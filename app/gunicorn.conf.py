@@ -32,9 +32,11 @@ timeout = int(os.environ.get("AISHIP_APP_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("AISHIP_APP_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
 max_requests = 0
-# Workers load the model themselves (no preload): a bad model fails every worker's boot, and
-# gunicorn then stops with "Worker failed to boot", which is what stops the container.
-preload_app = False
+# The master imports the app and loads the model once, then forks the workers: scikit-learn's
+# import and the model's load cost their CPU once instead of once per worker (and again for each
+# worker that replaces a dead one), and the workers share those pages. A bad model stops the master
+# before any worker starts, which is what stops the container.
+preload_app = True
 worker_tmp_dir = os.environ.get("AISHIP_APP_WORKER_TMP_DIR") or None
 accesslog = "-"
 errorlog = "-"
@@ -50,6 +52,13 @@ def on_starting(server):
             shutil.rmtree(path, ignore_errors=True)
         elif name.endswith(".db"):
             os.remove(path)
+
+
+def post_fork(server, worker):
+    """A forked worker writes metrics files of its own: mark there the model it serves."""
+    from app.metrics import mark_model
+
+    mark_model(server.app.wsgi())
 
 
 def child_exit(server, worker):

@@ -89,6 +89,13 @@ def metrics_response(metrics: AppMetrics) -> Response:
                     headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def mark_model(app: Flask) -> None:
+    """Set aiship_app_model_info for the model this process serves (again in each forked worker:
+    prometheus-client starts a fork's values afresh, in files of its own pid)."""
+    model = app.extensions["aiship_model"]
+    app.extensions[EXTENSION].model_info.labels(model.name, str(model.version), model.sha256).set(1)
+
+
 def child_exit(server, worker) -> None:  # gunicorn hook signature
     """Gunicorn child_exit hook: drop a dead worker's live gauges."""
     multiprocess.mark_process_dead(worker.pid)

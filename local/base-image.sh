@@ -32,6 +32,10 @@ clean_rootfs() {
         "$root"/usr/share/locale/* "$root"/var/log/* "$root"/var/cache/debconf/*-old \
         "$root"/tmp/* "$root"/etc/hostname "$root"/etc/resolv.conf
     find "$root" -xdev -depth -name __pycache__ -type d -exec rm -rf {} +
+    # The line above drops every bytecode cache, stale ones with the rest; the standard library's
+    # is compiled again because without it each process of each container compiles the ~190
+    # modules it imports (0.35 s of the app's scikit-learn import, for ~15 MB of image).
+    chroot "$root" python3 -c 'import compileall, sys, sysconfig; sys.exit(not compileall.compile_dir(sysconfig.get_path("stdlib"), quiet=1))'
 }
 # ---- end of recipe
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,30 @@ def app(trained_dir):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def gunicorn_started(trained_dir, tmp_path_factory):
+    """One gunicorn (two workers) serving the trained model, started and not waited for: the tests
+    that only talk to it share it (test_gunicorn's `served` waits). Yields (process, port); its log
+    is checked at the end."""
+    from app.tests.gunicorn_server import free_port, start
+
+    folder = tmp_path_factory.mktemp("gunicorn")
+    proc = start(trained_dir, folder, port := free_port())
+    try:
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGINT)  # quick shutdown: what a graceful one adds is not what these tests check
+        proc.wait(timeout=30)
+    log = (folder / "gunicorn.err").read_text().splitlines()
+    assert all(json.loads(line)["logger"] for line in log if line.startswith("{"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gunicorn_boots_first(request):
+    """When tests that use the shared gunicorn are selected, it starts before the first test: its
+    boot (scikit-learn's import, the model's load) then runs on the other core beside the in-process
+    tests instead of after them."""
+    if any("served" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("gunicorn_started")

@@ -2,61 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "app" / "gunicorn.conf.py")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _request(port: int, method: str, path: str, body: bytes | None = None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _start(model_dir: Path, tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen:
-    env = dict(os.environ, AISHIP_APP_MODEL_DIR=str(model_dir), AISHIP_APP_BIND=f"127.0.0.1:{port}",
-               AISHIP_APP_WORKERS=str(workers), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
-    env.pop("AISHIP_APP_METRICS_DIR", None)
-    (tmp_path / "metrics").mkdir()
-    return subprocess.Popen(GUNICORN, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "gunicorn.err", "w"))
-
-
-def _wait_ready(proc: subprocess.Popen, port: int, deadline: float = 40.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {proc.returncode} before becoming ready")
-        try:
-            if _request(port, "GET", "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"gunicorn on 127.0.0.1:{port} not ready within {deadline} s")
+from app.tests.gunicorn_server import free_port, request, start, wait_ready
 
 
 def _workers(master: int) -> list[int]:
@@ -74,26 +31,17 @@ PREDICTIONS = 'aiship_app_predictions_total{model_version="1"}'
 
 
 def _counts(port: int) -> tuple[float, float]:
-    status, metrics = _request(port, "GET", "/metrics")
+    status, metrics = request(port, "GET", "/metrics")
     assert status == 200
     return _series(metrics.decode(), PREDICT_200), _series(metrics.decode(), PREDICTIONS)
 
 
-@pytest.fixture(scope="module")
-def served(trained_dir, tmp_path_factory):
-    """One gunicorn (two workers) for the tests that only talk to it: each worker's boot imports
-    scikit-learn, the most of these tests' time. Yields (process, port); its log is checked at the end."""
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = _free_port()
-    proc = _start(trained_dir, folder, port)
-    try:
-        _wait_ready(proc, port)
-        yield proc, port
-    finally:
-        proc.send_signal(signal.SIGINT)  # quick shutdown: what a graceful one adds is not what these tests check
-        proc.wait(timeout=30)
-    log = (folder / "gunicorn.err").read_text().splitlines()
-    assert all(json.loads(line)["logger"] for line in log if line.startswith("{"))
+@pytest.fixture
+def served(gunicorn_started):
+    """The shared gunicorn (conftest.py), ready. Yields (process, port)."""
+    proc, port = gunicorn_started
+    wait_ready(proc, port)
+    return proc, port
 
 
 def test_metrics_sum_across_workers_and_survive_a_dead_worker(served, manifest):
@@ -101,20 +49,23 @@ def test_metrics_sum_across_workers_and_survive_a_dead_worker(served, manifest):
     body = json.dumps({"instances": manifest["golden_set"]["inputs"][:2]}).encode()
     requests_before, predictions_before = _counts(port)
     with ThreadPoolExecutor(4) as pool:
-        first = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
+        first = list(pool.map(lambda _: request(port, "POST", "/predict", body)[0], range(60)))
     workers = _workers(proc.pid)
     os.kill(workers[0], signal.SIGKILL)  # its counts must still be reported
-    _wait_ready(proc, port)
+    wait_ready(proc, port)
     end = time.monotonic() + 30
     while len(set(_workers(proc.pid)) - set(workers)) < 1 and time.monotonic() < end:
         time.sleep(0.1)
     assert set(_workers(proc.pid)) - set(workers), "gunicorn did not start a worker in place of the killed one"
     with ThreadPoolExecutor(4) as pool:
-        second = list(pool.map(lambda _: _request(port, "POST", "/predict", body)[0], range(60)))
+        second = list(pool.map(lambda _: request(port, "POST", "/predict", body)[0], range(60)))
     assert first + second == [200] * 120
     requests_after, predictions_after = _counts(port)
     assert requests_after - requests_before == 120
     assert predictions_after - predictions_before == 240
+    # The workers forked from the master that loaded the model, the replacement too, say which it is.
+    metrics = request(port, "GET", "/metrics")[1].decode()
+    assert _series(metrics, f'aiship_app_model_info{{name="test-model",sha256="{manifest["sha256"]}",version="1"}}') == 1
 
 
 def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
@@ -122,7 +73,7 @@ def test_tampered_model_stops_gunicorn(model_dir, tmp_path):
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    proc = _start(model_dir, tmp_path, _free_port(), workers=1)  # one failed boot is what stops gunicorn
+    proc = start(model_dir, tmp_path, free_port())  # the master loads the model before it forks a worker
     try:
         assert proc.wait(timeout=60) != 0
     finally:
@@ -150,7 +101,7 @@ def test_slow_clients_do_not_stall_predict(served, manifest):
             slow.append(sock)
         time.sleep(0.5)  # every slow connection has been accepted by now
         started = time.monotonic()
-        answers = [_request(port, "POST", "/predict", body)[0] for _ in range(20)]
+        answers = [request(port, "POST", "/predict", body)[0] for _ in range(20)]
         took = time.monotonic() - started
         assert answers == [200] * 20
         assert took < 10, f"20 predictions took {took:.1f} s beside 12 slow clients"
