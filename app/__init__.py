@@ -78,7 +78,7 @@ def create_app(config: Mapping | None = None) -> Flask:
     logs.configure_logging(app)
     app.extensions["aiship_ready"] = Readiness()
     logs.init_request_id(app)
-    app_metrics = metrics.init_app(app)
+    metrics.init_app(app)
     errors.register(app)
     app.register_blueprint(routes.bp)
     _load_model(app)

@@ -90,5 +90,5 @@ def _gunicorn_boots_first(request):
     """When tests that use the shared gunicorn are selected, it starts before the first test: its
     boot (scikit-learn's import, the model's load) then runs on the other core beside the in-process
     tests instead of after them."""
-    if any("served" in item.fixturenames for item in request.session.items):
+    if any("gunicorn_started" in item.fixturenames for item in request.session.items):
         request.getfixturevalue("gunicorn_started")

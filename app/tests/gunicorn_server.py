@@ -32,9 +32,9 @@ def request(port: int, method: str, path: str, body: bytes | None = None):
         conn.close()
 
 
-def start(model_dir: Path, tmp_path: Path, port: int, workers: int = 2) -> subprocess.Popen:
+def start(model_dir: Path, tmp_path: Path, port: int) -> subprocess.Popen:
     env = dict(os.environ, AISHIP_APP_MODEL_DIR=str(model_dir), AISHIP_APP_BIND=f"127.0.0.1:{port}",
-               AISHIP_APP_WORKERS=str(workers), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+               AISHIP_APP_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
     env.pop("AISHIP_APP_METRICS_DIR", None)
     (tmp_path / "metrics").mkdir()
     return subprocess.Popen(GUNICORN, cwd=REPO, env=env, stdout=subprocess.DEVNULL,

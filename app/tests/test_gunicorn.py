@@ -38,7 +38,7 @@ def _counts(port: int) -> tuple[float, float]:
 
 @pytest.fixture
 def served(gunicorn_started):
-    """The shared gunicorn (conftest.py), ready. Yields (process, port)."""
+    """The shared gunicorn (conftest.py), ready: (process, port)."""
     proc, port = gunicorn_started
     wait_ready(proc, port)
     return proc, port
