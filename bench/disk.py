@@ -9,7 +9,8 @@ measures disk, not time. Every `--every` deliveries, and once more after the reg
 collection (`collect-garbage` with its default of ten images per app), it measures:
 
 - dockerd: images, containers, volumes and build cache (the engine's own `df`), and the app's images;
-- the registry's storage folder, the model store, Prefect's home (its SQLite database and leases);
+- the registry's storage folder, the model store, Prefect's home (leases, results) and its
+  PostgreSQL data folder;
 - the logs of the local parts (their rings), aiship's work folders and containers left behind.
 
 Prints the table and the growth per delivery of each, and writes bench/results/disk.json. The
@@ -76,6 +77,7 @@ def measure(settings, client, app: str) -> dict:
         "registry": tree_bytes(state / "registry" / "data"),
         "model_store": tree_bytes(settings.model_store_path),
         "prefect_home": tree_bytes(state / "prefect" / "home"),
+        "prefect_database": tree_bytes(state / "postgres" / "data"),
         "logs": sum(p.stat().st_size for p in logs),
         "largest_log": max((p.stat().st_size for p in logs), default=0),
         "work_folders": sum(tree_bytes(p) for p in work),
@@ -92,7 +94,7 @@ def rotatelogs_bytes(size: str) -> int:
 
 
 SIZES = ("docker_images", "docker_containers", "docker_volumes", "docker_build_cache", "registry", "model_store",
-         "prefect_home", "logs", "work_folders")
+         "prefect_home", "prefect_database", "logs", "work_folders")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ LOCAL_DIR = REPO_ROOT / "local"
 
 # Start order, for listing and for `down` (reversed): later parts use earlier ones.
 PARTS: tuple[str, ...] = (
-    "docker", "base-image", "registry", "azurite", "s3", "prefect", "webhooks", "git", "kubernetes",
+    "docker", "base-image", "registry", "azurite", "s3", "postgres", "prefect", "webhooks", "git", "kubernetes",
 )
 
 # What each part needs running before it starts; `up` starts every other part at the same time.
@@ -29,6 +29,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "base-image": ("docker",),  # imported into dockerd
     "registry": ("docker",),  # its CA goes into dockerd's trust store
     "kubernetes": ("docker",),  # the kubelet runs pods on dockerd (and pulls through it)
+    "prefect": ("postgres",),  # its database
     "webhooks": ("prefect",),  # its shared secret is a Prefect Secret block
     "git": ("webhooks",),  # the push hook signs with the receiver's copy of that secret
 }
@@ -65,6 +66,7 @@ def script_env(settings: Settings) -> dict[str, str]:
         AISHIP_REGISTRY_PORT=str(settings.registry_port),
         AISHIP_AZURITE_PORT=str(settings.azurite_port),
         AISHIP_S3_PORT=str(settings.s3_port),
+        AISHIP_POSTGRES_PORT=str(settings.postgres_port),
         AISHIP_PREFECT_PORT=str(settings.prefect_port),
         AISHIP_KUBE_API_PORT=str(settings.kube_api_port),
         AISHIP_WEBHOOK_PORT=str(settings.webhook_port),

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     registry_port: int = Field(default=5000, description="Port of the local registry on 127.0.0.1.")
     azurite_port: int = Field(default=10000, description="Port of Azurite's blob service on 127.0.0.1.")
     s3_port: int = Field(default=9000, description="Port of the local S3 server on 127.0.0.1.")
+    postgres_port: int = Field(default=15432, description="Port of the local PostgreSQL (the Prefect server's database) on 127.0.0.1.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server on 127.0.0.1.")
     kube_api_port: int = Field(default=16443, description="Port of the local kube-apiserver on 127.0.0.1.")
     webhook_port: int = Field(default=8700, description="Port of the webhook receiver on 127.0.0.1.")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The Prefect server (SQLite) on 127.0.0.1 with API authentication on, a process work pool
-# `aiship-local` and one worker for it.
+# The Prefect server on 127.0.0.1 with API authentication on, its database in local/postgres.sh's
+# PostgreSQL, a process work pool `aiship-local` and one worker for it.
 #
 #   local/prefect.sh up|down|status
 #
@@ -17,7 +17,7 @@ ADDRESS="http://127.0.0.1:$PORT"
 KEY_FILE="$PART_DIR/encryption.key"
 AUTH_FILE="$PART_DIR/api-auth-string"   # flows.settings.Settings.prefect_auth_file reads it too
 
-# Everything Prefect writes (SQLite database, profiles, local result storage) stays in the state folder.
+# Everything else Prefect writes (profiles, local result storage, leases) stays in the state folder.
 export PREFECT_HOME="$PART_DIR/home"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_API_URL="$ADDRESS/api"
@@ -45,7 +45,7 @@ unset PREFECT_PROFILE
 prefect_version() { python -c 'import importlib.metadata as m; print("prefect", m.version("prefect"))' 2>/dev/null || echo -; }
 
 # The key that encrypts block secrets in the database. Without it, Prefect keeps its key in the
-# same SQLite file as the secrets it protects. Generated once; mode 600; only the server sees it.
+# same database as the secrets it protects. Generated once; mode 600; only the server sees it.
 encryption_key() {
     if [[ ! -s "$KEY_FILE" ]]; then
         (umask 077 && python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' >"$KEY_FILE.tmp")
@@ -70,6 +70,15 @@ api_credential() {
 
 # api_curl ARGS...: curl with the API credential, handed over on stdin (not visible in `ps`).
 api_curl() { printf 'user = "%s"\n' "$PREFECT_API_AUTH_STRING" | curl -K - "$@"; }
+
+# database_url: the server's connection URL, from the credential local/postgres.sh wrote (exported
+# to the server alone; Prefect keeps the setting as a secret and never logs it).
+database_url() {
+    local pgpass="$STATE_DIR/postgres/pgpass" pg_port user password
+    [[ -s "$pgpass" ]] || die "no database credential at $pgpass; start PostgreSQL first: aiship local up postgres"
+    IFS=: read -r _ pg_port _ user password <"$pgpass"
+    echo "postgresql+asyncpg://$user:$password@127.0.0.1:$pg_port/prefect"
+}
 
 healthy() { curl -fsS --max-time 2 "$ADDRESS/api/health"; }  # /api/health needs no credential
 
@@ -117,7 +126,10 @@ start_server() {
     command -v prefect >/dev/null || die "the prefect command is missing from $VENV_BIN; run .venv/bin/pip install -e '.[test]'"
     mkdir -p "$PREFECT_HOME"
     api_credential
-    PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING" PREFECT_SERVER_ENCRYPTION_KEY="$(encryption_key)" start_bg server \
+    local url
+    url="$(database_url)"
+    PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING" PREFECT_SERVER_ENCRYPTION_KEY="$(encryption_key)" \
+        PREFECT_SERVER_DATABASE_CONNECTION_URL="$url" start_bg server \
         prefect server start --host 127.0.0.1 --port "$PORT"
     wait_ready 120 "Prefect server on 127.0.0.1:$PORT" healthy
 }

@@ -48,14 +48,9 @@ class PrefectApi:
         self._deployments: dict[str, str] = {}
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        # The server answers 503 when SQLite stays locked by another writer for a moment (its log
-        # says "database is locked"); the request was rolled back, so it is retried, as Prefect's
-        # own client and the UI's user would.
-        for delay in (0.5, 1, 2, 4, 0):
-            response = self.http.request(method, f"{self.url}{path}", json=body)
-            if response.status_code not in (502, 503, 504) or not delay:
-                break
-            time.sleep(delay)
+        # No retry: on PostgreSQL the server does not turn concurrent writers away, so any
+        # error answer is a finding.
+        response = self.http.request(method, f"{self.url}{path}", json=body)
         if response.status_code >= 300:
             raise AssertionError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else None

@@ -152,3 +152,43 @@ def test_a_part_log_is_a_ring_of_bounded_files(tmp_path):
         assert (part / "noisy.log").read_text().rstrip().endswith("line 20000 of a noisy part")
     finally:
         os.kill(pid, 15)
+
+
+def test_postgres_comes_up_again_with_its_data_and_down_is_a_fast_shutdown():
+    """A second PostgreSQL in a state folder the postgres user can reach: a table written before a
+    down/up cycle is still there after it, and the credential file is the owner's alone."""
+    import tempfile
+
+    state = Path(tempfile.mkdtemp(prefix="aiship-pg-"))
+    state.chmod(0o711)  # the server runs as postgres and must reach its data folder
+    env = {"AISHIP_STATE_DIR": str(state), "AISHIP_POSTGRES_PORT": str(free_port())}
+    psql = [sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))[-1], "-h", "127.0.0.1", "-p", env["AISHIP_POSTGRES_PORT"],
+            "-U", "aiship", "-d", "prefect", "-w", "-tAc"]
+    pg_env = {**os.environ, "PGPASSFILE": str(state / "postgres" / "pgpass")}
+    try:
+        up = aiship("local", "up", "postgres", env=env)
+        assert up.returncode == 0, up.stderr
+        assert (state / "postgres" / "pgpass").stat().st_mode & 0o077 == 0
+        subprocess.run([*psql, "create table kept (v text); insert into kept values ('before the restart')"],
+                       env=pg_env, check=True, capture_output=True)
+        pid = int(status_rows(up.stdout)["postgres"]["pid"])
+        down = aiship("local", "down", "postgres", env=env)
+        assert down.returncode == 0, down.stderr
+        assert not Path(f"/proc/{pid}").exists()
+        assert status_rows(aiship("local", "status", env=env).stdout)["postgres"]["state"] == "stopped"
+        again = aiship("local", "up", "postgres", env=env)
+        assert again.returncode == 0, again.stderr
+        kept = subprocess.run([*psql, "select v from kept"], env=pg_env, check=True, capture_output=True, text=True)
+        assert kept.stdout.strip() == "before the restart"
+    finally:
+        aiship("local", "down", "postgres", env=env)
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def test_postgres_in_a_state_folder_its_user_cannot_reach_is_refused_clearly(tmp_path):
+    # pytest's tmp_path sits below a folder only root may enter.
+    env = {"AISHIP_STATE_DIR": str(tmp_path / "state"), "AISHIP_POSTGRES_PORT": str(free_port())}
+    line = one_line_error(aiship("local", "up", "postgres", env=env))
+    assert "postgres user cannot write" in line and "AISHIP_STATE_DIR" in line, line
+    assert not list((tmp_path / "state" / "postgres").glob("*.pid")), "a pid file was left behind"
+    assert not (tmp_path / "state" / "postgres" / "data").exists()

@@ -215,3 +215,26 @@ def test_a_promotion_whose_approvers_sign_waits_past_unsigned_and_forged_answers
             time.sleep(1)
     assert len(ignored) == 3, ignored
     assert "is not signed" in ignored[0] and all("signature is not ana's key" in m for m in ignored[1:]), ignored
+
+
+def test_the_server_keeps_its_runs_in_postgresql(prefect_api, settings):
+    """A run recorded through the API is a row of the local PostgreSQL's `prefect` database, read
+    there with the credential local/postgres.sh wrote (mode 600, for no one but its owner)."""
+    import asyncio
+
+    import asyncpg
+
+    pgpass = settings.state_dir / "postgres" / "pgpass"
+    assert pgpass.stat().st_mode & 0o077 == 0, oct(pgpass.stat().st_mode)
+    host, port, _, user, password = pgpass.read_text().strip().split(":", 4)
+    state = echo(uuid.uuid4().hex, return_state=True)
+    run_id = state.state_details.flow_run_id
+
+    async def stored_state() -> str | None:
+        connection = await asyncpg.connect(host=host, port=int(port), user=user, password=password, database="prefect")
+        try:
+            return await connection.fetchval("select state_type from flow_run where id = $1", run_id)
+        finally:
+            await connection.close()
+
+    assert asyncio.run(stored_state()) == "COMPLETED"

@@ -53,9 +53,10 @@ def paged(path: str, body: dict | None = None, page: int = 200) -> Iterator[dict
 
 # --- the secrets ---
 
-def secret_values() -> dict[str, set[str]]:
+def secret_values(settings) -> dict[str, set[str]]:
     """Each block's secret fields (named by its schema), the cluster's credentials inside the
-    kubeconfig, a storage account's key inside its connection string; and the API credential."""
+    kubeconfig, a storage account's key inside its connection string; the API credential and the
+    password of Prefect's database."""
     found: dict[str, set[str]] = defaultdict(set)
     for doc in paged("/block_documents/filter", {"include_secrets": True}):
         secret_fields = doc["block_schema"]["fields"].get("secret_fields", [])
@@ -68,6 +69,7 @@ def secret_values() -> dict[str, set[str]]:
                         found[f"block {doc['name']}.{field}"].add(f"{doc['data']['username']}:{leaf}")
     credential = os.environ["PREFECT_API_AUTH_STRING"]
     found["Prefect API credential"] |= {credential, credential.split(":", 1)[1]}
+    found["Prefect database password"].add((settings.state_dir / "postgres" / "pgpass").read_text().strip().split(":", 4)[4])
     return found
 
 
@@ -185,9 +187,9 @@ def kubernetes_objects(api_client) -> Iterator[tuple[str, Iterator[bytes]]]:
 
 
 def platform_logs(settings) -> Iterator[tuple[str, Iterator[bytes]]]:
-    """The receiver's log, the Prefect server's and the worker's (which holds every flow run's output):
-    every file of each log's ring (local/lib.sh start_bg)."""
-    for part, name in (("webhooks", "gunicorn"), ("prefect", "server"), ("prefect", "worker")):
+    """The receiver's log, the Prefect server's, the worker's (which holds every flow run's output)
+    and PostgreSQL's: every file of each log's ring (local/lib.sh start_bg)."""
+    for part, name in (("webhooks", "gunicorn"), ("prefect", "server"), ("prefect", "worker"), ("postgres", "server")):
         ring = sorted((settings.state_dir / part).glob(f"{name}.log.r*"))
         assert ring, f"no log files of {part}/{name} under {settings.state_dir}"
         for path in ring:
@@ -297,7 +299,7 @@ def test_no_secret_anywhere_after_a_full_run(settings, docker_client):
                                                  "flows": {"name": {"any_": [deployment]}}, "limit": 1})
         assert runs, f"no {state} `{deployment}` run on the server: run the e2e group (tests/e2e) before this one"
 
-    secrets = secret_values()
+    secrets = secret_values(settings)
     kinds = {what.split(".")[0].split(" ")[1] if what.startswith("block") else what for what in secrets}
     assert {"local-registry", "local-kubernetes", "local-s3", "azurite", "aiship-webhook-secret",
             "aiship-eventgrid-key", "aiship-azure-repos-secret", "Prefect API credential"} <= kinds, sorted(secrets)

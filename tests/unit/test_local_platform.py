@@ -50,7 +50,7 @@ def test_each_part_starts_after_what_it_needs_and_the_rest_overlap():
             assert start.index("end", need) < start.index("start", part), (need, part, start.events)
     # Parts with nothing in common start before any of them ends.
     first_end = min(i for i, (kind, _) in enumerate(start.events) if kind == "end" and start.events[i][1] != "docker")
-    assert {p for kind, p in start.events[:first_end] if kind == "start"} >= {"azurite", "s3", "prefect"}
+    assert {p for kind, p in start.events[:first_end] if kind == "start"} >= {"azurite", "s3", "postgres"}
 
 
 def test_a_need_left_out_of_the_parts_asked_for_does_not_hold_a_part_back():
