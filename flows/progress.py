@@ -26,6 +26,14 @@ FAILING_WAITING = {
 _PULL_MAY_RECOVER = re.compile(r"connection refused|connection reset|i/o timeout|timeout exceeded|TLS handshake timeout"
                                r"|no route to host|\b50[234]\b|Service Unavailable|Bad Gateway", re.IGNORECASE)
 
+# A pod's first pull in a namespace can go out without credentials although its pull secret exists:
+# the kubelet's secret cache lists the Secret before the API server's node authorizer has linked the
+# new pod to it ("no relationship found between node ... and this object"), gives up, and pulls
+# unauthenticated; its next try, ~10 s later, has the Secret. So that answer fails the rollout only
+# once it has lasted past the kubelet's first retries: then the credential itself is wrong.
+_PULL_WITHOUT_CREDENTIALS = re.compile(r"no basic auth credentials", re.IGNORECASE)
+PULL_SECRET_GRACE_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -72,7 +80,10 @@ def judge(deployment: dict[str, Any], new_pods: list[dict[str, Any]], elapsed: f
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             last = (cs.get("lastState") or {}).get("terminated") or {}
-            if waiting.get("reason") in FAILING_WAITING and not _PULL_MAY_RECOVER.search(waiting.get("message", "")):
+            message = waiting.get("message", "")
+            may_recover = _PULL_MAY_RECOVER.search(message) or (
+                elapsed <= PULL_SECRET_GRACE_SECONDS and _PULL_WITHOUT_CREDENTIALS.search(message))
+            if waiting.get("reason") in FAILING_WAITING and not may_recover:
                 text = f"pod {name}: {waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": ")
                 if last:
                     text += f" (restarts: {cs.get('restartCount', 0)}, last exit code {last.get('exitCode')})"

@@ -14,7 +14,7 @@ from flows.environments import DEPLOYED_AT
 from flows.errors import RolloutError
 from flows.release import DIGEST, GIT_SHA, MODEL_VERSION, ModelId, PinnedRelease, Release, require_pinned
 from flows.retry import is_transient
-from flows.progress import Verdict, judge, routes_only_to
+from flows.progress import PULL_SECRET_GRACE_SECONDS, Verdict, judge, routes_only_to
 from flows.rollout import Previous, find_previous, recovery, render_manifests
 from flows.settings import Environment, Settings
 
@@ -247,6 +247,15 @@ def test_a_pod_that_cannot_recover_fails_the_rollout_at_once(waiting, token):
 def test_a_pull_that_failed_on_the_way_is_given_time():
     msg = 'Error response from daemon: Get "https://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused'
     assert judge(deployment(updated=1, total=3), [pod("n", "ErrImagePull", msg)], 1, 100).state == "progressing"
+
+
+def test_a_pull_without_credentials_waits_for_the_kubelets_next_try_then_fails():
+    msg = ('Error response from daemon: Get "https://127.0.0.1:5000/v2/app/manifests/sha256:ab": '
+           'no basic auth credentials')
+    pods = [pod("n", "ErrImagePull", msg)]
+    assert judge(deployment(updated=1, total=3), pods, 5, 300).state == "progressing"
+    verdict = judge(deployment(updated=1, total=3), pods, PULL_SECRET_GRACE_SECONDS + 1, 300)
+    assert (verdict.state, verdict.reason) == ("failed", "ImagePullBackOff") and "no basic auth credentials" in verdict.message
 
 
 def test_a_restart_after_the_change_is_a_crash_loop():
