@@ -84,7 +84,7 @@ def judge(deployment: dict[str, Any], new_pods: list[dict[str, Any]], elapsed: f
             may_recover = _PULL_MAY_RECOVER.search(message) or (
                 elapsed <= PULL_SECRET_GRACE_SECONDS and _PULL_WITHOUT_CREDENTIALS.search(message))
             if waiting.get("reason") in FAILING_WAITING and not may_recover:
-                text = f"pod {name}: {waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": ")
+                text = f"pod {name}: {waiting['reason']}: {message.strip()}".rstrip(": ")
                 if last:
                     text += f" (restarts: {cs.get('restartCount', 0)}, last exit code {last.get('exitCode')})"
                 return Verdict("failed", FAILING_WAITING[waiting["reason"]], text, (name,))

@@ -31,9 +31,10 @@ pg_bin() {
     echo "$dir"
 }
 
-# as_postgres CMD...: PostgreSQL refuses to run as root; setpriv execs CMD as the package's
-# `postgres` user (no child process in between, so the pid written is the server's own).
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+# "${AS_POSTGRES[@]}" CMD...: PostgreSQL refuses to run as root; setpriv execs CMD as the package's
+# `postgres` user (no child process in between, so the pid written is the server's own). An array,
+# not a function, so that start_bg (which runs its command through nohup) can take it too.
+AS_POSTGRES=(setpriv --reuid=postgres --regid=postgres --init-groups)
 
 pg_version() { "$(pg_bin)/postgres" --version 2>/dev/null | awk '{print "postgresql", $3}' || echo -; }
 
@@ -61,12 +62,12 @@ init_cluster() {
     fi
     log "creating the cluster in $DATA"
     rm -rf "$DATA.tmp" && mkdir -p "$DATA.tmp" && chown postgres:postgres "$DATA.tmp"
-    as_postgres test -w "$DATA.tmp" \
+    "${AS_POSTGRES[@]}" test -w "$DATA.tmp" \
         || die "the postgres user cannot write $DATA.tmp; make every folder above the state folder $STATE_DIR searchable (chmod o+x) or choose another one with AISHIP_STATE_DIR"
     # initdb reads the password from a file: one only the postgres user can read, gone right after.
     local pwfile="$DATA.tmp/.pw"
     (umask 077 && credential >"$pwfile") && chown postgres:postgres "$pwfile"
-    as_postgres "$bin/initdb" -D "$DATA.tmp/pgdata" -U "$DB_USER" --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 \
+    "${AS_POSTGRES[@]}" "$bin/initdb" -D "$DATA.tmp/pgdata" -U "$DB_USER" --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 \
         --auth-host=scram-sha-256 --auth-local=peer >"$PART_DIR/initdb.log" 2>&1 \
         || { rm -rf "$DATA.tmp"; die "initdb failed (log: $PART_DIR/initdb.log)"; }
     rm -f "$pwfile"
@@ -86,7 +87,7 @@ ensure_database() {
 
 part_up() {
     if [[ -n "$(pid_of "$SERVER_PID")" ]]; then log "already running (pid $(pid_of "$SERVER_PID"))"; return 0; fi
-    [[ -d /usr/lib/postgresql ]] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_install postgresql
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || apt_install postgresql
     command -v setpriv >/dev/null || apt_install util-linux
     require_port_free "$PORT" AISHIP_POSTGRES_PORT
     local bin
@@ -96,7 +97,7 @@ part_up() {
     mkdir -p "$SOCKETS" && chown postgres:postgres "$SOCKETS"
     # The socket lives in the state folder, not /var/run/postgresql (which a Debian install of the
     # machine's own cluster uses); the settings on the command line win over postgresql.conf.
-    start_bg server setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$DATA" -p "$PORT" \
+    start_bg server "${AS_POSTGRES[@]}" "$bin/postgres" -D "$DATA" -p "$PORT" \
         -c listen_addresses=127.0.0.1 -c unix_socket_directories="$SOCKETS" -c logging_collector=off
     wait_ready 60 "PostgreSQL on 127.0.0.1:$PORT" accepts_credential "$bin"
     ensure_database "$bin"
